@@ -1,0 +1,254 @@
+/**
+ * The process's one LISTEN connection, as Streams of notifications.
+ *
+ * It is a dedicated `pg-listen` client, never a pool connection: a pooled connection would be
+ * handed to other work and its LISTENs would leak or vanish. NOTIFY is a hint, never delivery:
+ * a notification sent while the connection is down is lost. So every stream starts with a
+ * `Listening` event once its LISTEN is active, and emits `Listening { reconnected: true }`
+ * after every reconnect, once the channels are LISTENed again: that is the moment its user
+ * must catch up by polling the tables. LISTEN first, then poll: nothing sent in the gap is lost.
+ *
+ * @since 0.1.0
+ */
+import type { Scope } from "effect"
+import { Context, Duration, Effect, Layer, Redacted, Runtime, Schedule, Stream } from "effect"
+import pgListen from "pg-listen"
+import * as PgError from "./PgError.js"
+import * as SchemaName from "./SchemaName.js"
+
+// pg-listen ships CommonJS typings; under NodeNext its default import is the module object.
+const createSubscriber = pgListen.default
+type Subscriber = ReturnType<typeof createSubscriber>
+
+/**
+ * What a listen stream carries.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ListenEvent =
+  | {
+    /** LISTEN is active. Emitted first, and again after each reconnect: catch up now. */
+    readonly _tag: "Listening"
+    readonly reconnected: boolean
+  }
+  | {
+    readonly _tag: "Notification"
+    readonly channel: string
+    /** The NOTIFY payload as sent (Chronicle sends ids only), or "" when there was none. */
+    readonly payload: string
+  }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgListenerService {
+  /**
+   * LISTENs on a channel for as long as the stream runs. The first element is
+   * `Listening { reconnected: false }`, emitted once the LISTEN is active on the server.
+   */
+  readonly listen: (channel: string) => Stream.Stream<ListenEvent, PgError.PgError | SchemaName.InvalidIdentifier>
+  /** Sends a NOTIFY on the listener's own connection (tests and tools; the engine notifies in its transactions). */
+  readonly notify: (channel: string, payload: string) => Effect.Effect<void, PgError.PgError | SchemaName.InvalidIdentifier>
+  /** How many times the connection has been re-established since the layer started. */
+  readonly reconnects: Effect.Effect<number>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class PgListener extends Context.Tag("@chronicle/postgres/PgListener")<PgListener, PgListenerService>() {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly connectionString: Redacted.Redacted<string> | string
+  /** How often an idle connection is checked with a query. Default 10 seconds. */
+  readonly checkInterval?: Duration.DurationInput
+  /** Longest pause between reconnect attempts (they back off from 100 ms). Default 5 seconds. */
+  readonly maxReconnectDelay?: Duration.DurationInput
+  readonly applicationName?: string
+}
+
+type Handler = (event: ListenEvent) => void
+
+/**
+ * Opens the LISTEN connection for the life of the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<PgListenerService, PgError.PgError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const connectionString = Redacted.isRedacted(options.connectionString)
+      ? Redacted.value(options.connectionString)
+      : options.connectionString
+    const maxDelay = Duration.toMillis(options.maxReconnectDelay ?? "5 seconds")
+    const handlers = new Map<string, Set<Handler>>()
+    let reconnects = 0
+    let closed = false
+    const runtime = yield* Effect.runtime<never>()
+
+    const dispatchAll = (event: ListenEvent) => {
+      for (const set of handlers.values()) for (const h of set) h(event)
+    }
+
+    const open = (): Subscriber => {
+      const subscriber = createSubscriber(
+        { connectionString, application_name: options.applicationName ?? "chronicle-listener" },
+        {
+          // Keep the payload as text: a payload that is not JSON must not become an error.
+          parse: (text: string) => text,
+          serialize: (value: unknown) => String(value),
+          paranoidChecking: Duration.toMillis(options.checkInterval ?? "10 seconds"),
+          retryInterval: (attempt: number) => Math.min(maxDelay, 100 * 2 ** attempt) * (0.8 + Math.random() * 0.4),
+          // pg-listen gives up after retryTimeout by default (3 s); 0 means never give up.
+          retryTimeout: 0,
+          retryLimit: Infinity
+        }
+      )
+      subscriber.events.on("notification", (n) => {
+        const set = handlers.get(n.channel)
+        if (set === undefined) return
+        const event: ListenEvent = { _tag: "Notification", channel: n.channel, payload: String(n.payload ?? "") }
+        for (const h of set) h(event)
+      })
+      // pg-listen emits "connected" after a reconnect only once it has LISTENed again on every
+      // channel: exactly when users must catch up.
+      let first = true
+      subscriber.events.on("connected", () => {
+        if (first) {
+          first = false
+          return
+        }
+        reconnects++
+        dispatchAll({ _tag: "Listening", reconnected: true })
+      })
+      // pg-listen stops reconnecting after some failures (a LISTEN that failed on a fresh
+      // connection). Replace the whole subscriber then, so the process never stops listening.
+      subscriber.events.on("error", () => {
+        if (closed || current !== subscriber) return
+        Runtime.runFork(runtime)(replace(subscriber))
+      })
+      return subscriber
+    }
+
+    const connect = (subscriber: Subscriber) =>
+      Effect.tryPromise({
+        try: () => subscriber.connect(),
+        catch: (cause) => PgError.fromCause("listener connect", cause)
+      })
+
+    let current: Subscriber = open()
+    const replace = (broken: Subscriber): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        yield* Effect.promise(() => broken.close().catch(() => undefined))
+        const fresh = yield* Effect.suspend(() => {
+          const s = open()
+          return connect(s).pipe(
+            Effect.zipRight(
+              Effect.tryPromise({
+                try: () => Promise.all([...handlers.keys()].map((c) => s.listenTo(c))),
+                catch: (cause) => PgError.fromCause("LISTEN", cause)
+              })
+            ),
+            Effect.as(s),
+            Effect.tapError(() => Effect.promise(() => s.close().catch(() => undefined)))
+          )
+        }).pipe(Effect.retry(Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced(maxDelay)))),
+          // The schedule never ends, so this only types away an impossible failure.
+          Effect.orDie
+        )
+        if (closed) {
+          yield* Effect.promise(() => fresh.close().catch(() => undefined))
+          return
+        }
+        current = fresh
+        reconnects++
+        dispatchAll({ _tag: "Listening", reconnected: true })
+      })
+
+    yield* Effect.acquireRelease(
+      connect(current).pipe(
+        Effect.retry({ schedule: Schedule.exponential("100 millis").pipe(Schedule.compose(Schedule.recurs(5))), while: (e) => e.retryable })
+      ),
+      () =>
+        Effect.sync(() => {
+          closed = true
+        }).pipe(
+          Effect.zipRight(Effect.promise(() => current.close().catch(() => undefined))),
+          Effect.timeoutOption("5 seconds")
+        )
+    )
+
+    const listen: PgListenerService["listen"] = (channel) =>
+      Stream.unwrapScoped(
+        Effect.gen(function*() {
+          const name = yield* SchemaName.validateChannel(channel)
+          return Stream.asyncScoped<ListenEvent, PgError.PgError>((emit) =>
+            Effect.gen(function*() {
+              const handler: Handler = (event) => void emit.single(event)
+              yield* Effect.acquireRelease(
+                Effect.gen(function*() {
+                  let set = handlers.get(name)
+                  const firstForChannel = set === undefined
+                  if (set === undefined) {
+                    set = new Set()
+                    handlers.set(name, set)
+                  }
+                  set.add(handler)
+                  if (firstForChannel) {
+                    yield* Effect.tryPromise({
+                      try: () => Promise.resolve(current.listenTo(name)),
+                      catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
+                    }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler))))
+                  }
+                }),
+                () =>
+                  Effect.suspend(() => {
+                    const last = removeHandler(name, handler)
+                    return last && !closed
+                      ? Effect.promise(() => Promise.resolve(current.unlisten(name)).catch(() => undefined))
+                      : Effect.void
+                  })
+              )
+              // Only now is the LISTEN active: tell the user it may catch up.
+              yield* Effect.sync(() => emit.single({ _tag: "Listening", reconnected: false }))
+            })
+          )
+        })
+      )
+
+    const removeHandler = (name: string, handler: Handler): boolean => {
+      const set = handlers.get(name)
+      if (set === undefined) return false
+      set.delete(handler)
+      if (set.size > 0) return false
+      handlers.delete(name)
+      return true
+    }
+
+    const notify: PgListenerService["notify"] = (channel, payload) =>
+      SchemaName.validateChannel(channel).pipe(
+        Effect.flatMap((name) =>
+          Effect.tryPromise({
+            try: () => current.notify(name, payload),
+            catch: (cause) => PgError.fromCause(`NOTIFY ${name}`, cause)
+          })
+        ),
+        Effect.asVoid
+      )
+
+    return { listen, notify, reconnects: Effect.sync(() => reconnects) } satisfies PgListenerService
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<PgListener, PgError.PgError> =>
+  Layer.scoped(PgListener, make(options))

@@ -1,0 +1,186 @@
+/**
+ * The connection pool every Chronicle statement goes through (the LISTEN connection is the
+ * one exception: see `PgListener`).
+ *
+ * @since 0.1.0
+ */
+import type { ConfigError, Scope } from "effect"
+import { Config, Context, Duration, Effect, Exit, Layer, Redacted, Schedule } from "effect"
+import pg from "pg"
+import * as PgError from "./PgError.js"
+
+/**
+ * One connection checked out of the pool, for statements that must share a session
+ * (a transaction, an advisory lock).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgConnection {
+  readonly query: <R extends object = Record<string, unknown>>(
+    sql: string,
+    params?: ReadonlyArray<unknown>
+  ) => Effect.Effect<ReadonlyArray<R>, PgError.PgError>
+  /** The underlying `pg` client, for callers that must hand it to other libraries. */
+  readonly client: pg.PoolClient
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgPoolService {
+  /** Runs one statement on any free connection. */
+  readonly query: <R extends object = Record<string, unknown>>(
+    sql: string,
+    params?: ReadonlyArray<unknown>
+  ) => Effect.Effect<ReadonlyArray<R>, PgError.PgError>
+  /** Checks out one connection for the duration of `use`; a connection that failed is discarded. */
+  readonly withConnection: <A, E, R>(
+    use: (connection: PgConnection) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | PgError.PgError, R>
+  /** Runs `use` inside BEGIN ... COMMIT, rolling back on any failure, defect or interruption. */
+  readonly transaction: <A, E, R>(
+    use: (connection: PgConnection) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | PgError.PgError, R>
+  /** The `pg` pool itself, for integrations that need it. */
+  readonly pool: pg.Pool
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class PgPool extends Context.Tag("@chronicle/postgres/PgPool")<PgPool, PgPoolService>() {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly connectionString: Redacted.Redacted<string> | string
+  /** Most connections the pool opens. Default 10. */
+  readonly max?: number
+  /** How long the first connection may take before the layer fails. Default 10 seconds. */
+  readonly connectTimeout?: Duration.DurationInput
+  /** How long closing the pool may take at shutdown before it is abandoned. Default 5 seconds. */
+  readonly shutdownTimeout?: Duration.DurationInput
+  /** `application_name` shown in pg_stat_activity. Default "chronicle". */
+  readonly applicationName?: string
+}
+
+const runQuery = <R extends object>(
+  on: pg.Pool | pg.PoolClient,
+  sql: string,
+  params: ReadonlyArray<unknown> | undefined
+): Effect.Effect<ReadonlyArray<R>, PgError.PgError> =>
+  Effect.tryPromise({
+    try: () => on.query<R & pg.QueryResultRow>(sql, params as Array<unknown> | undefined),
+    catch: (cause) => PgError.fromCause(firstLine(sql), cause)
+  }).pipe(Effect.map((result) => result.rows))
+
+const firstLine = (sql: string): string => {
+  const line = sql.trim().split("\n", 1)[0] ?? ""
+  return line.length > 80 ? `${line.slice(0, 77)}...` : line
+}
+
+const connection = (client: pg.PoolClient): PgConnection => ({
+  client,
+  query: (sql, params) => runQuery(client, sql, params)
+})
+
+/**
+ * Builds the service from an open `pg.Pool`. The caller keeps ownership of the pool.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromPool = (pool: pg.Pool): PgPoolService => {
+  const withConnection: PgPoolService["withConnection"] = (use) =>
+    Effect.acquireUseRelease(
+      Effect.tryPromise({ try: () => pool.connect(), catch: (cause) => PgError.fromCause("connect", cause) }),
+      (client) => use(connection(client)),
+      // A connection whose work failed may be mid-transaction or broken: destroy it rather
+      // than hand it to the next user.
+      (client, exit) => Effect.sync(() => client.release(Exit.isFailure(exit) ? true : undefined))
+    )
+  const transaction = <A, E, R>(
+    use: (connection: PgConnection) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | PgError.PgError, R> =>
+    withConnection((conn) => {
+      const body: Effect.Effect<A, E | PgError.PgError, R> = Effect.gen(function*() {
+        yield* conn.query("BEGIN")
+        const result = yield* use(conn)
+        yield* conn.query("COMMIT")
+        return result
+      })
+      // On failure, defect or interruption: roll back. If even that fails the connection is
+      // discarded by withConnection, which ends the transaction on the server too.
+      return Effect.onError(body, () => conn.query("ROLLBACK").pipe(Effect.ignore))
+    })
+  return { pool, query: (sql, params) => runQuery(pool, sql, params), withConnection, transaction }
+}
+
+/**
+ * A scoped pool: opened and checked with `SELECT 1` when the layer is built, closed (within
+ * `shutdownTimeout`) when its scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<PgPoolService, PgError.PgError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const pool = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const p = new pg.Pool({
+          connectionString: Redacted.isRedacted(options.connectionString)
+            ? Redacted.value(options.connectionString)
+            : options.connectionString,
+          max: options.max ?? 10,
+          application_name: options.applicationName ?? "chronicle"
+        })
+        // An idle client whose backend dies (pg_terminate_backend, server restart) emits
+        // "error" on the pool; without a listener Node would crash the process. The pool
+        // already drops that client, so there is nothing else to do.
+        p.on("error", () => {})
+        return p
+      }),
+      (p) =>
+        Effect.promise(() => p.end()).pipe(
+          Effect.timeoutOption(options.shutdownTimeout ?? "5 seconds"),
+          Effect.asVoid
+        )
+    )
+    yield* runQuery(pool, "SELECT 1", undefined).pipe(
+      Effect.retry({ schedule: Schedule.exponential("100 millis"), while: (e) => e.retryable }),
+      Effect.timeoutFail({
+        duration: options.connectTimeout ?? "10 seconds",
+        onTimeout: () => PgError.fromCause("connect", new Error("timed out connecting to Postgres"))
+      })
+    )
+    return fromPool(pool)
+  })
+
+/**
+ * A pool layer from explicit options.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<PgPool, PgError.PgError> => Layer.scoped(PgPool, make(options))
+
+/**
+ * A pool layer configured from the environment: `DATABASE_URL` (required, redacted) and
+ * `CHRONICLE_PG_POOL_MAX` (default 10).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig: Layer.Layer<PgPool, PgError.PgError | ConfigError.ConfigError> = Layer.scoped(
+  PgPool,
+  Effect.gen(function*() {
+    const connectionString = yield* Config.redacted("DATABASE_URL")
+    const max = yield* Config.integer("CHRONICLE_PG_POOL_MAX").pipe(Config.withDefault(10))
+    return yield* make({ connectionString, max })
+  })
+)

@@ -1,0 +1,118 @@
+import { randomBytes } from "node:crypto"
+import { assert, describe, it } from "@effect/vitest"
+import { Chunk, Effect, Fiber, Layer, Queue, Stream } from "effect"
+import { PgListener, PgPool } from "@chronicle/postgres"
+import { TestDatabase } from "@chronicle/testing"
+
+// Each test gets its own database, pool and listener; the listener's application_name lets the
+// test find (and kill) its backend.
+const setup = Effect.gen(function*() {
+  const url = yield* TestDatabase.emptyDatabase
+  const applicationName = `listener_${randomBytes(4).toString("hex")}`
+  const env = Layer.mergeAll(
+    PgPool.layer({ connectionString: url, max: 2 }),
+    PgListener.layer({ connectionString: url, applicationName, maxReconnectDelay: "500 millis" })
+  )
+  return { env, applicationName }
+})
+
+/** Subscribes and collects events into a queue; returns once LISTEN is active. */
+const subscribe = (channel: string) =>
+  Effect.gen(function*() {
+    const listener = yield* PgListener.PgListener
+    const queue = yield* Queue.unbounded<PgListener.ListenEvent>()
+    const fiber = yield* listener.listen(channel).pipe(Stream.runForEach((e) => Queue.offer(queue, e)), Effect.forkScoped)
+    const first = yield* Queue.take(queue)
+    assert.deepStrictEqual(first, { _tag: "Listening", reconnected: false })
+    return { queue, fiber }
+  })
+
+const notify = (channel: string, payload: string) =>
+  Effect.flatMap(PgPool.PgPool, (pool) => pool.query("SELECT pg_notify($1, $2)", [channel, payload]))
+
+const next = (queue: Queue.Queue<PgListener.ListenEvent>) =>
+  Queue.take(queue).pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("no event within 10 s") }))
+
+describe("PgListener", () => {
+  it.scopedLive("delivers a NOTIFY sent after LISTEN is active, payload as text", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        const { queue } = yield* subscribe("chronicle_wake")
+        yield* notify("chronicle_wake", "run-1")
+        yield* notify("chronicle_wake", "not json {")
+        assert.deepStrictEqual(yield* next(queue), { _tag: "Notification", channel: "chronicle_wake", payload: "run-1" })
+        assert.deepStrictEqual(yield* next(queue), { _tag: "Notification", channel: "chronicle_wake", payload: "not json {" })
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("reconnects after its backend is terminated, LISTENs again, says so, and receives later NOTIFYs", () =>
+    Effect.gen(function*() {
+      const { env, applicationName } = yield* setup
+      yield* Effect.gen(function*() {
+        const { queue } = yield* subscribe("chronicle_wake")
+        const pool = yield* PgPool.PgPool
+        const killed = yield* pool.query<{ ok: boolean }>(
+          "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1",
+          [applicationName]
+        )
+        assert.deepStrictEqual(killed.map((r) => r.ok), [true])
+        // The user is told to catch up only once LISTEN is active again...
+        assert.deepStrictEqual(yield* next(queue), { _tag: "Listening", reconnected: true })
+        const listening = yield* pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1",
+          [applicationName]
+        )
+        assert.strictEqual(listening[0]?.n, 1)
+        // ...so a NOTIFY sent now arrives.
+        yield* notify("chronicle_wake", "after-reconnect")
+        assert.deepStrictEqual(yield* next(queue), {
+          _tag: "Notification",
+          channel: "chronicle_wake",
+          payload: "after-reconnect"
+        })
+        assert.strictEqual(yield* (yield* PgListener.PgListener).reconnects, 1)
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("keeps LISTENing while any subscriber of a channel remains", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        const a = yield* subscribe("shared")
+        const b = yield* subscribe("shared")
+        yield* Fiber.interrupt(a.fiber)
+        yield* notify("shared", "x")
+        assert.deepStrictEqual(yield* next(b.queue), { _tag: "Notification", channel: "shared", payload: "x" })
+        assert.isTrue(Chunk.isEmpty(yield* Queue.takeAll(a.queue)))
+        yield* Fiber.interrupt(b.fiber)
+        // The last subscriber left, so the channel was UNLISTENed; a new subscriber LISTENs afresh.
+        const c = yield* subscribe("shared")
+        yield* notify("shared", "y")
+        assert.deepStrictEqual(yield* next(c.queue), { _tag: "Notification", channel: "shared", payload: "y" })
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("uses its own connection, never one from the pool", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        yield* subscribe("chronicle_wake")
+        const pool = yield* PgPool.PgPool
+        // The pool's single checked connection is idle; the listener holds none of it.
+        assert.strictEqual(pool.pool.totalCount - pool.pool.idleCount, 0)
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("refuses hostile channel names before any SQL", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        const listener = yield* PgListener.PgListener
+        const error = yield* Effect.flip(Stream.runDrain(listener.listen("wake\"; DROP TABLE x; --")))
+        assert.strictEqual(error._tag, "InvalidIdentifier")
+        const notifyError = yield* Effect.flip(listener.notify("a.b", "x"))
+        assert.strictEqual(notifyError._tag, "InvalidIdentifier")
+      }).pipe(Effect.provide(env))
+    }))
+})

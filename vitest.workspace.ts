@@ -1,0 +1,9 @@
+// One project per package; `npm test` runs them all against one Postgres (see vitest.config.ts).
+import { defineWorkspace } from "vitest/config"
+
+const pkg = (name: string) => ({
+  extends: "./vitest.shared.ts",
+  test: { name, root: `./packages/${name}` }
+})
+
+export default defineWorkspace([pkg("core"), pkg("postgres"), pkg("testing"), pkg("cli")])
