@@ -1,4 +1,4 @@
-// One project per package; `npm test` runs them all against one Postgres (see vitest.config.ts).
+// One project per package, one that runs the examples, one that smoke-runs the benchmarks; `npm test` runs them all against one Postgres (see vitest.config.ts).
 import { defineWorkspace } from "vitest/config"
 
 const pkg = (name: string) => ({
@@ -6,4 +6,11 @@ const pkg = (name: string) => ({
   test: { name, root: `./packages/${name}` }
 })
 
-export default defineWorkspace([pkg("core"), pkg("postgres"), pkg("testing"), pkg("cli")])
+export default defineWorkspace([
+  pkg("core"),
+  pkg("postgres"),
+  pkg("testing"),
+  pkg("cli"),
+  { extends: "./vitest.shared.ts", test: { name: "examples", root: "./examples" } },
+  { extends: "./vitest.shared.ts", test: { name: "benchmarks", root: "./benchmarks" } }
+])
