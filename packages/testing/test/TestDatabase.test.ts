@@ -1,4 +1,4 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, Exit, Layer, Scope } from "effect"
 import pg from "pg"
 import { PgPool } from "@chronicle/postgres"
@@ -51,5 +51,19 @@ describe("TestDatabase", () => {
         { concurrency: "unbounded" }
       )
       assert.strictEqual(new Set(names).size, 6)
+    }))
+})
+
+// The pattern docs/testing.md recommends: one database for the whole file, on the live clock.
+layer(TestDatabase.layerPool, { excludeTestServices: true })("TestDatabase.layerPool", (it) => {
+  it.effect("provides a pool on this file's own migrated database", () =>
+    Effect.gen(function*() {
+      const db = yield* TestDatabase.TestDatabase
+      const pool = yield* PgPool.PgPool
+      const [row] = yield* pool.query<{ db: string }>("SELECT current_database() AS db")
+      assert.strictEqual(row?.db, db.name)
+      yield* insertRun
+      assert.strictEqual(yield* countRuns, 1)
+      yield* Effect.sleep("10 millis") // real time: would hang on the TestClock
     }))
 })
