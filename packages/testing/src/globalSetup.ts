@@ -1,9 +1,11 @@
 /**
  * Vitest global setup: one Postgres and one migrated template database per test run.
  *
- * Use it from a vitest config: `test: { globalSetup: ["@chronicle/testing/globalSetup"] }`.
+ * Use it from a vitest config: `test: { globalSetup: [".../packages/testing/src/globalSetup.ts"] }`.
  * It publishes the server and template through environment variables, which the test
- * workers (started afterwards) inherit; `TestDatabase.layer` reads them.
+ * workers (started afterwards) inherit; `TestDatabase.layer` reads them. Global setups run in
+ * vitest's main process, so when several projects name this file, the first one starts the
+ * server and the others find it already published and reuse it.
  *
  * @since 0.1.0
  */
@@ -17,6 +19,7 @@ import * as TestPostgres from "./TestPostgres.js"
  * @since 0.1.0
  */
 export default async function setup(): Promise<() => Promise<void>> {
+  if (process.env[OWNER_ENV] === String(process.pid)) return async () => {}
   const scope = Effect.runSync(Scope.make())
   const started = Date.now()
   try {
@@ -27,6 +30,7 @@ export default async function setup(): Promise<() => Promise<void>> {
         return { server, template }
       }).pipe(Scope.extend(scope))
     )
+    process.env[OWNER_ENV] = String(process.pid)
     process.env[TestDatabase.SERVER_URL_ENV] = server.url
     process.env[TestDatabase.TEMPLATE_ENV] = template.name
     console.log(`[chronicle] template ${template.name} migrated in ${Date.now() - started} ms`)
@@ -34,5 +38,11 @@ export default async function setup(): Promise<() => Promise<void>> {
     await Effect.runPromise(Scope.close(scope, Exit.void))
     throw e
   }
-  return () => Effect.runPromise(Scope.close(scope, Exit.void))
+  return async () => {
+    delete process.env[OWNER_ENV]
+    await Effect.runPromise(Scope.close(scope, Exit.void))
+  }
 }
+
+/** Marks the process whose setup owns the server, so that other projects' setups reuse it. */
+const OWNER_ENV = "CHRONICLE_TEST_SETUP_PID"
