@@ -1,0 +1,785 @@
+/**
+ * The interpreter: runs one execution of a claimed run. It replays the workflow from the top
+ * against the run's log and carries on from where the log ends, appending what happens next.
+ *
+ * How replay stays exact, even with concurrent branches:
+ * - every durable operation gets a key from its name and occurrence (`charge#1`, `charge#2`);
+ * - results are handed to the workflow only in log order, one at a time, and only when every fiber
+ *   of the workflow is waiting (its scheduler is idle). The first execution follows the same rule,
+ *   so a replay sees the same interleaving, and the same keys, as the execution that wrote the log;
+ * - new work (a step attempt, a timer) starts only once the whole log has been handed back.
+ *
+ * A replay that meets a recorded key of another kind, or a recorded event for a key the workflow
+ * did not ask for, or that ends without asking for every recorded key, stops with `NonDeterminism`
+ * and parks the run: nothing is re-executed on a guess.
+ *
+ * @since 0.1.0
+ */
+import type { Context } from "effect"
+import { Cause, Deferred, Duration, Effect, Either, Exit, Fiber, FiberId, Option, Queue, Schema, Stream } from "effect"
+import type { AttemptOutcome, ExecutionService, StepSpec } from "./Execution.js"
+import { Execution } from "./Execution.js"
+import { WorkflowScheduler } from "./internal/scheduler.js"
+import * as Json from "./Json.js"
+import * as RunEvent from "./RunEvent.js"
+import * as RunState from "./RunState.js"
+import type * as Store from "./Store.js"
+import * as Workflow from "./Workflow.js"
+
+/**
+ * The replayed workflow does not match its log: code changed under a running run. The run is
+ * parked until an operator resumes it (after deploying code that matches, or a new version).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NonDeterminism extends Schema.TaggedError<NonDeterminism>()("NonDeterminism", {
+  key: Schema.String,
+  /** What the log says happened at this point. */
+  recorded: Schema.String,
+  /** What the workflow's code asked for instead. */
+  requested: Schema.String
+}) {
+  override get message(): string {
+    return `Nondeterminism at ${this.key}: the log has ${this.recorded}, but the workflow ${this.requested}`
+  }
+}
+
+/**
+ * How an execution ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Result =
+  | { readonly _tag: "Completed" }
+  | { readonly _tag: "Failed" }
+  | { readonly _tag: "Cancelled" }
+  /** Every fiber waits on a timer or a signal; the run was released until `wakeAt` (null: a signal). */
+  | { readonly _tag: "Suspended"; readonly wakeAt: Date | null }
+  | { readonly _tag: "Parked"; readonly error: NonDeterminism | RunEvent.CorruptEvent | RunState.InvalidLog }
+  /** Another worker took the run over; this execution wrote nothing more. */
+  | { readonly _tag: "LeaseLost" }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly store: Store.StoreService
+  readonly claimed: Store.Claimed
+  readonly workflow: Workflow.Any
+  /** The services the workflow's body and steps need. */
+  readonly context: Context.Context<any>
+  /**
+   * Waits (timers, retry delays, signal timeouts) due within this long are awaited in memory under
+   * the lease instead of releasing the run. Default 0: always release.
+   */
+  readonly inMemoryWait?: Duration.DurationInput
+}
+
+type Resolution<A> = Deferred.Deferred<A>
+
+interface StepRequest {
+  readonly kind: "step"
+  readonly key: string
+  readonly spec: StepSpec
+  readonly deferred: Resolution<Json.Json>
+  /** idle: no attempt yet; running; recording: outcome queued; retry: waiting for nextAttemptAt. */
+  status: "idle" | "running" | "recording" | "retry" | "done"
+  attempt: number
+  nextAttemptAt: Date | undefined
+  fiber: Fiber.RuntimeFiber<void> | undefined
+}
+
+interface TimerRequest {
+  readonly kind: "timer"
+  readonly key: string
+  readonly name: string
+  readonly wakeAtFrom: (now: Date) => Date
+  readonly deferred: Resolution<void>
+  wakeAt: Date | undefined
+  /** The TimerScheduled event is in the view (or queued). */
+  scheduled: boolean
+  fireQueued: boolean
+  done: boolean
+}
+
+interface SignalRequest {
+  readonly kind: "signal"
+  readonly key: string
+  readonly name: string
+  readonly timeoutFrom: (now: Date) => Date | undefined
+  readonly deferred: Resolution<Option.Option<Json.Json>>
+  timeoutAt: Date | undefined
+  recorded: boolean
+  armed: boolean
+  timeoutQueued: boolean
+  done: boolean
+}
+
+interface ValueRequest {
+  readonly kind: "value"
+  readonly key: string
+  readonly name: string
+  readonly make: (now: Date) => Json.Json
+  readonly deferred: Resolution<Json.Json>
+  recorded: boolean
+  done: boolean
+}
+
+interface EmitRequest extends Omit<ValueRequest, "kind"> {
+  readonly kind: "emit"
+}
+
+type Request = StepRequest | TimerRequest | SignalRequest | ValueRequest | EmitRequest
+
+const describeRecorded = (event: RunEvent.RunEvent): string =>
+  "name" in event ? `${event._tag} ${JSON.stringify(event.name)}` : event._tag
+
+const kindLabel = (kind: RunState.Kind): string =>
+  kind === "step" ? "step" : kind === "timer" ? "sleep" : kind === "signal" ? "signal wait" : kind === "value" ? "durable value" : "emit"
+
+/**
+ * Runs one execution of a claimed run to its end: completed, failed, cancelled, suspended,
+ * parked, or stopped because the lease was lost.
+ *
+ * @since 0.1.0
+ * @category execution
+ */
+export const execute = (options: Options): Effect.Effect<Result, Store.StoreError> =>
+  Effect.gen(function*() {
+    const { claimed, store, workflow } = options
+    const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
+    const wake = yield* Queue.unbounded<void>()
+    const signalWake = () => void Queue.unsafeOffer(wake, undefined)
+    const scheduler = new WorkflowScheduler(signalWake)
+
+    // ---- the log as this execution knows it --------------------------------------------------
+    const view: Array<RunEvent.Logged> = []
+    let state: RunState.RunState | undefined
+    let corrupt: RunEvent.CorruptEvent | RunState.InvalidLog | undefined
+    const extend = (rows: ReadonlyArray<RunEvent.StoredRow>) => {
+      for (const row of rows) {
+        if (row.seq <= view.length || corrupt) continue
+        const logged = RunEvent.fromStored(row)
+        if (Either.isLeft(logged)) {
+          corrupt = logged.left
+          return
+        }
+        const next = RunState.evolve(state, logged.right)
+        if (Either.isLeft(next)) {
+          corrupt = next.left
+          return
+        }
+        state = next.right
+        view.push(logged.right)
+      }
+    }
+    extend(claimed.events)
+    let cursor = 0
+
+    // ---- what the workflow asked for ---------------------------------------------------------
+    const counters = new Map<string, number>()
+    /** Every key the workflow asked for in this execution, with its kind (kept after abandonment). */
+    const requested = new Map<string, RunState.Kind>()
+    const requests = new Map<string, Request>()
+    const specs = new Map<string, StepSpec>()
+    const armedSignals: Array<SignalRequest> = []
+    const buffered: Array<{ readonly name: string; readonly payload: Json.Json; consumed: boolean }> = []
+    const compensations: Array<{ readonly seq: number; readonly spec: StepSpec }> = []
+    const outcomes: Array<RunEvent.RunEvent> = []
+    let nondeterminism: NonDeterminism | undefined
+    let leaseLost = false
+    const timers: Array<Fiber.RuntimeFiber<void>> = []
+
+    const now = store.now
+    const resolve = <A>(deferred: Resolution<A>, value: A) => {
+      Deferred.unsafeDone(deferred, Exit.succeed(value))
+      signalWake()
+    }
+    const diverged = (error: NonDeterminism) => {
+      nondeterminism ??= error
+      signalWake()
+    }
+
+    const register = <A>(key: string, kind: RunState.Kind, request: (deferred: Resolution<A>) => Request) =>
+      Effect.suspend(() => {
+        const recordedKind = state?.keys.get(key)
+        if (recordedKind !== undefined && recordedKind !== kind) {
+          diverged(
+            new NonDeterminism({
+              key,
+              recorded: `a ${kindLabel(recordedKind)} with this key`,
+              requested: `asked for a ${kindLabel(kind)}`
+            })
+          )
+          return Effect.never
+        }
+        const deferred = Deferred.unsafeMake<A>(FiberId.none)
+        const req = request(deferred)
+        requested.set(key, kind)
+        requests.set(key, req)
+        signalWake()
+        return Deferred.await(deferred).pipe(
+          // The waiting fiber was interrupted (a lost race, a suspension): forget the request,
+          // and stop its attempt if one runs.
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              requests.delete(key)
+              if (req.kind === "step" && req.fiber) Effect.runFork(Fiber.interrupt(req.fiber))
+            })
+          )
+        )
+      })
+
+    const execution: ExecutionService = {
+      info: { runId: claimed.runId, workflow: claimed.workflow, version: claimed.version, attempt: claimed.attempts },
+      key: (name) => {
+        const n = (counters.get(name) ?? 0) + 1
+        counters.set(name, n)
+        return `${name}#${n}`
+      },
+      step: (spec) =>
+        register<Json.Json>(spec.key, "step", (deferred) => {
+          specs.set(spec.key, spec)
+          return { kind: "step", key: spec.key, spec, deferred, status: "idle", attempt: 0, nextAttemptAt: undefined, fiber: undefined }
+        }),
+      sleep: (key, name, wakeAtFrom) =>
+        register<void>(key, "timer", (deferred) => {
+          const recorded = state?.timers.get(key)
+          return {
+            kind: "timer",
+            key,
+            name,
+            wakeAtFrom,
+            deferred,
+            wakeAt: recorded?.wakeAt,
+            scheduled: recorded !== undefined,
+            fireQueued: recorded !== undefined && Option.isSome(recorded.firedSeq),
+            done: false
+          }
+        }),
+      signal: (key, name, timeoutFrom) =>
+        register<Option.Option<Json.Json>>(key, "signal", (deferred) => {
+          const recorded = state?.awaits.get(key)
+          return {
+            kind: "signal",
+            key,
+            name,
+            timeoutFrom,
+            deferred,
+            timeoutAt: recorded ? Option.getOrUndefined(recorded.timeoutAt) : undefined,
+            recorded: recorded !== undefined,
+            armed: false,
+            timeoutQueued: recorded !== undefined && Option.isSome(recorded.timedOutSeq),
+            done: false
+          }
+        }),
+      value: (key, name, make) =>
+        register<Json.Json>(key, "value", (deferred) => ({
+          kind: "value",
+          key,
+          name,
+          make,
+          deferred,
+          recorded: state?.values.has(key) ?? false,
+          done: false
+        })),
+      emit: (key, name, payload) =>
+        Effect.asVoid(
+          register<Json.Json>(key, "emit", (deferred) => ({
+            kind: "emit",
+            key,
+            name,
+            make: () => payload,
+            deferred,
+            recorded: state?.emitted.some((e) => e.key === key) ?? false,
+            done: false
+          }))
+        )
+    }
+
+    // ---- handing the log back, one event at a time -------------------------------------------
+    /** The request an event is for; records nondeterminism when the workflow never asked. */
+    const requestFor = <K extends Request["kind"]>(event: RunEvent.RunEvent & { key: string }, kind: K) => {
+      const asked = requested.get(event.key)
+      if (asked === undefined) {
+        diverged(
+          new NonDeterminism({
+            key: event.key,
+            recorded: describeRecorded(event),
+            requested: "did not ask for it (a step, sleep or signal was renamed, removed or reordered)"
+          })
+        )
+        return undefined
+      }
+      const req = requests.get(event.key)
+      return req !== undefined && req.kind === kind ? (req as Extract<Request, { kind: K }>) : undefined
+    }
+
+    let cancelRequested: { readonly reason: string | undefined } | undefined
+
+    /** Processes one event; true when it handed something to the workflow. */
+    const process = (logged: RunEvent.Logged): boolean => {
+      const event = logged.event
+      switch (event._tag) {
+        case "StepFailed": {
+          const req = requestFor(event, "step")
+          if (req) {
+            req.attempt = event.attempt
+            req.nextAttemptAt = event.nextAttemptAt
+            req.status = "retry"
+          }
+          return false
+        }
+        case "StepCompleted": {
+          const req = requestFor(event, "step")
+          const spec = specs.get(event.key)
+          const success = typeof event.exit === "object" && event.exit !== null && (event.exit as { _tag?: unknown })._tag === "Success"
+          if (spec && success && Option.isSome(spec.compensation)) {
+            compensations.push({ seq: logged.seq, spec: spec.compensation.value(event.exit) })
+          }
+          if (req) {
+            req.status = "done"
+            requests.delete(event.key)
+            resolve(req.deferred, event.exit)
+            return true
+          }
+          return false
+        }
+        case "TimerScheduled":
+          requestFor(event, "timer")
+          return false
+        case "TimerFired": {
+          const req = requestFor(event, "timer")
+          if (req) {
+            req.done = true
+            requests.delete(event.key)
+            resolve(req.deferred, undefined)
+            return true
+          }
+          return false
+        }
+        case "SignalAwaited": {
+          const req = requestFor(event, "signal")
+          if (req) {
+            req.armed = true
+            req.timeoutAt = event.timeoutAt
+            const signal = buffered.find((s) => !s.consumed && s.name === req.name)
+            if (signal) {
+              signal.consumed = true
+              req.done = true
+              requests.delete(req.key)
+              resolve(req.deferred, Option.some(signal.payload))
+              return true
+            }
+            armedSignals.push(req)
+          }
+          return false
+        }
+        case "SignalReceived": {
+          const waiting = armedSignals.findIndex((r) => !r.done && r.name === event.name && requests.get(r.key) === r)
+          if (waiting >= 0) {
+            const req = armedSignals[waiting]!
+            armedSignals.splice(waiting, 1)
+            req.done = true
+            requests.delete(req.key)
+            buffered.push({ name: event.name, payload: event.payload, consumed: true })
+            resolve(req.deferred, Option.some(event.payload))
+            return true
+          }
+          buffered.push({ name: event.name, payload: event.payload, consumed: false })
+          return false
+        }
+        case "SignalTimedOut": {
+          const req = requestFor(event, "signal")
+          if (req && !req.done) {
+            req.done = true
+            requests.delete(req.key)
+            resolve(req.deferred, Option.none())
+            return true
+          }
+          return false
+        }
+        case "ValueRecorded": {
+          const req = requestFor(event, "value")
+          if (req) {
+            req.done = true
+            requests.delete(req.key)
+            resolve(req.deferred, event.value)
+            return true
+          }
+          return false
+        }
+        case "Emitted": {
+          const req = requestFor(event, "emit")
+          if (req) {
+            req.done = true
+            requests.delete(req.key)
+            resolve(req.deferred, null)
+            return true
+          }
+          return false
+        }
+        case "CancelRequested":
+          cancelRequested ??= { reason: event.reason }
+          signalWake()
+          return false
+        case "RunStarted":
+        case "RunParked":
+        case "RunResumed":
+        case "RunCompleted":
+        case "RunFailed":
+        case "RunCancelled":
+          return false
+      }
+    }
+
+    // ---- appending ---------------------------------------------------------------------------
+    const append = (events: ReadonlyArray<RunEvent.RunEvent>) =>
+      store.append({ runId: claimed.runId, epoch: claimed.epoch, afterSeq: view.length, events: events.map(RunEvent.toStored) }).pipe(
+        Effect.map(extend),
+        Effect.catchTag("LeaseLost", () =>
+          Effect.sync(() => {
+            leaseLost = true
+          }))
+      )
+
+    const askedFor = (event: RunEvent.RunEvent): boolean =>
+      !("key" in event) || event._tag === "SignalReceived" || requested.has(event.key)
+
+    /** Records nondeterminism if an event ahead belongs to a key nobody asked for. */
+    const checkNothingAhead = (except: (key: string) => boolean = () => false): boolean => {
+      for (let i = cursor; i < view.length; i++) {
+        const event = view[i]!.event
+        if (!askedFor(event) && "key" in event && !except(event.key)) {
+          diverged(new NonDeterminism({ key: event.key, recorded: describeRecorded(event), requested: "ended without asking for it" }))
+          return true
+        }
+      }
+      return false
+    }
+
+    // ---- the program and its phases ---------------------------------------------------------
+    const failureCodec = Schema.Cause({
+      error: Schema.Union(Workflow.BuiltinError, Workflow.schemaOf(workflow.error)),
+      defect: Schema.Defect
+    })
+    const encodeCause = (cause: Cause.Cause<unknown>) =>
+      Json.encode(failureCodec, cause, "the run's failure").pipe(
+        // An error the workflow's error Schema does not cover is kept as a defect with its text.
+        Effect.catchAll(() => Json.encode(failureCodec, Cause.die(new Error(Cause.pretty(cause))), "the run's failure")),
+        Effect.orDie
+      )
+
+    type Phase =
+      | { readonly _tag: "Main" }
+      | { readonly _tag: "Compensating"; readonly then: RunEvent.RunEvent }
+      | { readonly _tag: "Finishing"; readonly event: RunEvent.RunEvent; readonly result: Result }
+    let phase: Phase = { _tag: "Main" }
+    let program: Fiber.RuntimeFiber<unknown, unknown> | undefined
+    let programExit: Exit.Exit<unknown, unknown> | undefined
+
+    const fork = (effect: Effect.Effect<unknown, unknown, Execution>) =>
+      Effect.forkDaemon(
+        Effect.provideService(effect, Execution, execution).pipe(
+          Effect.provide(options.context),
+          Effect.onExit((exit) =>
+            Effect.sync(() => {
+              programExit = exit
+              signalWake()
+            })
+          )
+        )
+      ).pipe(Effect.withScheduler(scheduler))
+
+    const input = yield* Json.decode(Workflow.schemaOf(workflow.input), state?.input ?? null, "the run's input").pipe(Effect.either)
+
+    const stopProgram = Effect.suspend(() => {
+      const running = program
+      program = undefined
+      return (running ? Effect.asVoid(Fiber.interrupt(running)) : Effect.void).pipe(
+        // Our own interruption is not an outcome of the program.
+        Effect.tap(() => Effect.sync(() => {
+          programExit = undefined
+        }))
+      )
+    })
+
+    /** After the main program or a cancel: compensations (reverse order), then the terminal event. */
+    const finish = (terminal: RunEvent.RunEvent, result: Result) =>
+      Effect.gen(function*() {
+        yield* stopProgram
+        for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+        requests.clear()
+        if (compensations.length > 0) {
+          const pending = [...compensations].sort((a, b) => b.seq - a.seq)
+          compensations.length = 0
+          phase = { _tag: "Compensating", then: terminal }
+          programExit = undefined
+          program = yield* fork(
+            Effect.forEach(pending, ({ spec }) => Effect.exit(execution.step(spec)), { discard: true })
+          )
+          return
+        }
+        phase = { _tag: "Finishing", event: terminal, result }
+      })
+
+    const onMainExit = (exit: Exit.Exit<unknown, unknown>) =>
+      Effect.gen(function*() {
+        // Every recorded key must have been asked for by the time the workflow ends (its
+        // compensations are asked for next, by the interpreter).
+        if (checkNothingAhead((key) => key.startsWith("compensate:"))) return
+        if (Exit.isSuccess(exit)) {
+          const output = yield* Json.encode(Workflow.schemaOf(workflow.success), exit.value, "the run's output").pipe(Effect.either)
+          if (Either.isRight(output)) {
+            return yield* finish({ _tag: "RunCompleted", output: output.right }, { _tag: "Completed" })
+          }
+          return yield* finish({ _tag: "RunFailed", cause: yield* encodeCause(Cause.fail(output.left)) }, { _tag: "Failed" })
+        }
+        return yield* finish({ _tag: "RunFailed", cause: yield* encodeCause(exit.cause) }, { _tag: "Failed" })
+      })
+
+    // ---- one decision pass of the driver ----------------------------------------------------
+    const startAttempt = (req: StepRequest) =>
+      Effect.gen(function*() {
+        req.status = "running"
+        const attempt = req.attempt + 1
+        req.fiber = yield* Effect.forkDaemon(
+          req.spec.attempt(attempt).pipe(
+            Effect.flatMap((outcome: AttemptOutcome) =>
+              Effect.gen(function*() {
+                req.attempt = attempt
+                req.status = "recording"
+                req.fiber = undefined
+                const delay = outcome.success || !outcome.retryable ? Option.none() : req.spec.retryDelay(attempt)
+                if (Option.isSome(delay)) {
+                  const at = yield* Effect.orElseSucceed(now, () => new Date())
+                  outcomes.push({
+                    _tag: "StepFailed",
+                    key: req.key,
+                    name: req.spec.name,
+                    attempt,
+                    cause: outcome.exit,
+                    nextAttemptAt: new Date(at.getTime() + Duration.toMillis(delay.value))
+                  })
+                } else {
+                  outcomes.push({ _tag: "StepCompleted", key: req.key, name: req.spec.name, attempt, exit: outcome.exit })
+                }
+                signalWake()
+              })
+            )
+          )
+        )
+      })
+
+    const iterate: Effect.Effect<Option.Option<Result>, Store.StoreError> = Effect.gen(function*() {
+      if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+      if (corrupt || nondeterminism) {
+        const error = corrupt ?? nondeterminism!
+        yield* stopProgram
+        for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+        const errorJson = yield* Json.encode(
+          Schema.Union(NonDeterminism, RunEvent.CorruptEvent, RunState.InvalidLog),
+          error,
+          "the parking reason"
+        ).pipe(Effect.orDie)
+        yield* append([...outcomes.splice(0), { _tag: "RunParked", reason: error.message, error: errorJson }])
+        if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+        const release = yield* store.release({
+          runId: claimed.runId,
+          epoch: claimed.epoch,
+          seenSeq: view.length,
+          wakeAt: null,
+          parked: true
+        }).pipe(Effect.either)
+        if (Either.isLeft(release) && release.left._tag === "StoreError") return yield* release.left
+        return Option.some(
+          Either.isLeft(release) ? { _tag: "LeaseLost" } as const : { _tag: "Parked", error } as const
+        )
+      }
+
+      if (phase._tag === "Finishing") {
+        yield* append([...outcomes.splice(0), phase.event])
+        return Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)
+      }
+
+      // Start the workflow on the first pass.
+      if (phase._tag === "Main" && program === undefined && programExit === undefined) {
+        if (Either.isLeft(input)) {
+          yield* finish({ _tag: "RunFailed", cause: yield* encodeCause(Cause.fail(input.left)) }, { _tag: "Failed" })
+          signalWake()
+          return Option.none()
+        }
+        program = yield* fork(workflow.body(input.right))
+        return Option.none()
+      }
+
+      if (!scheduler.idle) return Option.none()
+
+      // 1. Hand back the log, in order, one resolution per idle moment. Once the program has
+      //    ended, events nobody asked for yet (its compensations) wait for the next phase.
+      while (cursor < view.length) {
+        if (programExit !== undefined && !askedFor(view[cursor]!.event)) break
+        const handed = process(view[cursor]!)
+        cursor++
+        if (nondeterminism) return Option.none()
+        if (handed) return Option.none()
+      }
+
+      // 2. A cancel takes effect once everything before it has been handed back.
+      if (cancelRequested && phase._tag === "Main") {
+        yield* finish({ _tag: "RunCancelled", reason: cancelRequested.reason }, { _tag: "Cancelled" })
+        signalWake()
+        return Option.none()
+      }
+
+      // 3. The program (or the compensations) ended.
+      if (programExit !== undefined) {
+        const exit = programExit
+        programExit = undefined
+        program = undefined
+        if (phase._tag === "Main") {
+          yield* onMainExit(exit)
+        } else if (phase._tag === "Compensating") {
+          if (checkNothingAhead()) return Option.none()
+          phase = {
+            _tag: "Finishing",
+            event: phase.then,
+            result: phase.then._tag === "RunCancelled" ? { _tag: "Cancelled" } : { _tag: "Failed" }
+          }
+        }
+        signalWake()
+        return Option.none()
+      }
+
+      // 4. New work: request-side events, due timers and timeouts, attempt outcomes.
+      const at = yield* now
+      const toAppend: Array<RunEvent.RunEvent> = outcomes.splice(0)
+      for (const req of requests.values()) {
+        switch (req.kind) {
+          case "timer":
+            if (!req.scheduled) {
+              req.wakeAt = req.wakeAtFrom(at)
+              req.scheduled = true
+              toAppend.push({ _tag: "TimerScheduled", key: req.key, name: req.name, wakeAt: req.wakeAt })
+            } else if (!req.fireQueued && req.wakeAt !== undefined && req.wakeAt.getTime() <= at.getTime()) {
+              req.fireQueued = true
+              toAppend.push({ _tag: "TimerFired", key: req.key })
+            }
+            break
+          case "signal":
+            if (!req.recorded) {
+              req.recorded = true
+              req.timeoutAt = req.timeoutFrom(at)
+              toAppend.push(
+                req.timeoutAt === undefined
+                  ? { _tag: "SignalAwaited", key: req.key, name: req.name }
+                  : { _tag: "SignalAwaited", key: req.key, name: req.name, timeoutAt: req.timeoutAt }
+              )
+            } else if (
+              req.armed && !req.done && !req.timeoutQueued && req.timeoutAt !== undefined &&
+              req.timeoutAt.getTime() <= at.getTime()
+            ) {
+              req.timeoutQueued = true
+              toAppend.push({ _tag: "SignalTimedOut", key: req.key })
+            }
+            break
+          case "value":
+          case "emit":
+            if (!req.recorded) {
+              req.recorded = true
+              const value = req.make(at)
+              toAppend.push(
+                req.kind === "value"
+                  ? { _tag: "ValueRecorded", key: req.key, name: req.name, value }
+                  : { _tag: "Emitted", key: req.key, name: req.name, payload: value }
+              )
+            }
+            break
+          case "step":
+            break
+        }
+      }
+      if (toAppend.length > 0) {
+        yield* append(toAppend)
+        signalWake()
+        return Option.none()
+      }
+      for (const req of requests.values()) {
+        if (
+          req.kind === "step" &&
+          (req.status === "idle" ||
+            (req.status === "retry" && req.nextAttemptAt !== undefined && req.nextAttemptAt.getTime() <= at.getTime()))
+        ) {
+          yield* startAttempt(req)
+        }
+      }
+
+      // 5. Nothing to hand back and nothing to write: wait, or release the run.
+      const pending = [...requests.values()]
+      if (pending.length === 0) return Option.none() // the program awaits something not durable
+      if (pending.some((r) => r.kind === "step" && (r.status === "running" || r.status === "recording"))) {
+        return Option.none()
+      }
+      const dues = pending.flatMap((r): Array<number> => {
+        if (r.kind === "timer" && r.wakeAt !== undefined) return [r.wakeAt.getTime()]
+        if (r.kind === "signal" && r.timeoutAt !== undefined && !r.timeoutQueued) return [r.timeoutAt.getTime()]
+        if (r.kind === "step" && r.status === "retry" && r.nextAttemptAt !== undefined) return [r.nextAttemptAt.getTime()]
+        return []
+      })
+      const earliest = dues.length > 0 ? Math.min(...dues) : undefined
+      if (earliest !== undefined && earliest - at.getTime() <= inMemoryWait) {
+        timers.push(yield* Effect.forkDaemon(Effect.sleep(Math.max(0, earliest - at.getTime())).pipe(Effect.tap(() => signalWake()))))
+        return Option.none()
+      }
+      // Suspend: interruption from outside, so the workflow's own error handlers never see it.
+      yield* stopProgram
+      const release = yield* store.release({
+        runId: claimed.runId,
+        epoch: claimed.epoch,
+        seenSeq: view.length,
+        wakeAt: earliest === undefined ? null : new Date(earliest)
+      }).pipe(Effect.either)
+      if (Either.isLeft(release)) {
+        if (release.left._tag === "StoreError") return yield* release.left
+        return Option.some({ _tag: "LeaseLost" } as const)
+      }
+      return Option.some({ _tag: "Suspended", wakeAt: earliest === undefined ? null : new Date(earliest) } as const)
+    })
+
+    // Signals and cancels sent while this execution runs reach it through the store's hints.
+    const follow = yield* store.changes(claimed.runId).pipe(
+      Stream.runForEach(() =>
+        store.read(claimed.runId, view.length).pipe(
+          Effect.map((rows) => {
+            extend(rows)
+            signalWake()
+          }),
+          Effect.ignore
+        )
+      ),
+      Effect.ignore,
+      Effect.forkDaemon
+    )
+
+    const result = yield* Effect.gen(function*() {
+      while (true) {
+        const done = yield* iterate
+        if (Option.isSome(done)) return done.value
+        yield* Queue.take(wake)
+        yield* Queue.takeAll(wake)
+      }
+    }).pipe(
+      Effect.ensuring(
+        Effect.gen(function*() {
+          yield* Fiber.interrupt(follow)
+          yield* Fiber.interruptAll(timers)
+          yield* stopProgram
+          for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+        })
+      )
+    )
+    return result
+  })

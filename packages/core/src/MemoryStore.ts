@@ -1,0 +1,299 @@
+/**
+ * The Store in memory, for tests of workflows and of the interpreter. It follows the Postgres
+ * store's semantics (fenced appends, leases and timers on the store's clock, idempotent starts and
+ * signals) and keeps every payload as JSON text, parsed again on every read, so a value that would
+ * not survive Postgres does not survive here either. Time is the Effect Clock, so the TestClock
+ * drives leases and timers.
+ *
+ * @since 0.1.0
+ */
+import { Clock, Effect, Layer, PubSub, Stream } from "effect"
+import * as Json from "./Json.js"
+import * as RunEvent from "./RunEvent.js"
+import type { RunStatus } from "./RunStatus.js"
+import * as Store from "./Store.js"
+
+interface StoredText {
+  readonly seq: number
+  readonly type: string
+  readonly key: string | null
+  readonly payload: string
+  readonly at: number
+}
+
+interface MutableRun {
+  id: string
+  workflow: string
+  version: string
+  status: RunStatus
+  input: string
+  output: string | null
+  error: string | null
+  idempotencyKey: string | null
+  parentId: string | null
+  tags: ReadonlyArray<string>
+  createdAt: number
+  updatedAt: number
+  wakeAt: number | null
+  leaseOwner: string | null
+  leaseUntil: number | null
+  leaseEpoch: number
+  attempts: number
+  parked: boolean
+  events: Array<StoredText>
+}
+
+const TERMINAL: ReadonlyArray<string> = RunEvent.terminalTypes
+
+const terminalStatus = (type: string): RunStatus =>
+  type === "RunCompleted" ? "completed" : type === "RunFailed" ? "failed" : "cancelled"
+
+const toRow = (e: StoredText): RunEvent.StoredRow => ({
+  seq: e.seq,
+  type: e.type,
+  key: e.key,
+  payload: Json.parse(e.payload),
+  at: new Date(e.at)
+})
+
+/**
+ * Builds an empty in-memory store.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
+  const runs = new Map<string, MutableRun>()
+  const byKey = new Map<string, string>()
+  const hub = yield* PubSub.unbounded<string>()
+  const now = Clock.currentTimeMillis
+  const publish = (runId: string) => PubSub.publish(hub, runId)
+
+  const insert = (run: MutableRun, events: ReadonlyArray<RunEvent.Stored>, at: number) => {
+    for (const e of events) {
+      const stored: StoredText = {
+        seq: run.events.length + 1,
+        type: e.type,
+        key: e.key,
+        payload: Json.stringify(e.payload),
+        at
+      }
+      run.events.push(stored)
+      if (TERMINAL.includes(e.type)) {
+        run.status = terminalStatus(e.type)
+        const payload = e.payload as Record<string, Json.Json>
+        if (e.type === "RunCompleted") run.output = Json.stringify(payload["output"] ?? null)
+        if (e.type === "RunFailed") run.error = Json.stringify(payload["cause"] ?? null)
+        run.wakeAt = null
+        run.leaseOwner = null
+        run.leaseUntil = null
+        run.parked = false
+      }
+    }
+    run.updatedAt = at
+  }
+
+  const row = (run: MutableRun): Store.RunRow => ({
+    id: run.id,
+    workflow: run.workflow,
+    version: run.version,
+    status: run.status,
+    input: Json.parse(run.input),
+    output: run.output === null ? null : Json.parse(run.output),
+    error: run.error === null ? null : Json.parse(run.error),
+    idempotencyKey: run.idempotencyKey,
+    parentId: run.parentId,
+    tags: run.tags,
+    createdAt: new Date(run.createdAt),
+    updatedAt: new Date(run.updatedAt),
+    wakeAt: run.wakeAt === null ? null : new Date(run.wakeAt),
+    leaseOwner: run.leaseOwner,
+    leaseUntil: run.leaseUntil === null ? null : new Date(run.leaseUntil),
+    leaseEpoch: run.leaseEpoch,
+    lastSeq: run.events.length,
+    attempts: run.attempts,
+    parked: run.parked
+  })
+
+  const find = (runId: string) =>
+    Effect.suspend(() => {
+      const run = runs.get(runId)
+      return run === undefined ? Effect.fail(new Store.RunNotFound({ runId })) : Effect.succeed(run)
+    })
+
+  const fenced = (runId: string, epoch: number) =>
+    Effect.suspend(() => {
+      const run = runs.get(runId)
+      return run === undefined || run.leaseEpoch !== epoch || run.leaseOwner === null
+        ? Effect.fail(new Store.LeaseLost({ runId, epoch }))
+        : Effect.succeed(run)
+    })
+
+  const isTerminal = (run: MutableRun) => run.status === "completed" || run.status === "failed" || run.status === "cancelled"
+
+  const service: Store.StoreService = {
+    now: Effect.map(now, (ms) => new Date(ms)),
+
+    start: (params) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        if (params.idempotencyKey !== undefined) {
+          const existingId = byKey.get(`${params.workflow}\u0000${params.idempotencyKey}`)
+          if (existingId !== undefined) {
+            const existing = runs.get(existingId)!
+            // Compare as parsed JSON, never as text (key order may differ).
+            const same = JSON.stringify(sortKeys(Json.parse(existing.input))) === JSON.stringify(sortKeys(params.input))
+            if (!same) {
+              return yield* new Store.InputMismatch({
+                workflow: params.workflow,
+                idempotencyKey: params.idempotencyKey,
+                runId: existingId
+              })
+            }
+            return { runId: existingId, created: false }
+          }
+        }
+        const run: MutableRun = {
+          id: params.runId,
+          workflow: params.workflow,
+          version: params.version,
+          status: "pending",
+          input: Json.stringify(params.input),
+          output: null,
+          error: null,
+          idempotencyKey: params.idempotencyKey ?? null,
+          parentId: params.parentId ?? null,
+          tags: params.tags,
+          createdAt: at,
+          updatedAt: at,
+          wakeAt: params.startAt?.getTime() ?? at,
+          leaseOwner: null,
+          leaseUntil: null,
+          leaseEpoch: 0,
+          attempts: 0,
+          parked: false,
+          events: []
+        }
+        insert(run, [params.started], at)
+        runs.set(run.id, run)
+        if (params.idempotencyKey !== undefined) byKey.set(`${params.workflow}\u0000${params.idempotencyKey}`, run.id)
+        yield* publish(run.id)
+        return { runId: run.id, created: true }
+      }),
+
+    claim: ({ leaseMs, limit, owner, workflows }) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const wanted = new Set(workflows.map((w) => `${w.name}\u0000${w.version}`))
+        const due = [...runs.values()]
+          .filter((r) =>
+            wanted.has(`${r.workflow}\u0000${r.version}`) &&
+            (((r.status === "pending" || r.status === "waiting") && r.wakeAt !== null && r.wakeAt <= at) ||
+              (r.status === "running" && r.leaseUntil !== null && r.leaseUntil < at))
+          )
+          .sort((a, b) => (a.wakeAt ?? a.leaseUntil ?? 0) - (b.wakeAt ?? b.leaseUntil ?? 0))
+          .slice(0, limit)
+        return due.map((r): Store.Claimed => {
+          r.status = "running"
+          r.leaseOwner = owner
+          r.leaseUntil = at + leaseMs
+          r.leaseEpoch += 1
+          r.attempts += 1
+          r.wakeAt = null
+          r.updatedAt = at
+          return {
+            runId: r.id,
+            workflow: r.workflow,
+            version: r.version,
+            epoch: r.leaseEpoch,
+            attempts: r.attempts,
+            events: r.events.map(toRow)
+          }
+        })
+      }),
+
+    append: ({ afterSeq, epoch, events, runId }) =>
+      Effect.gen(function*() {
+        const run = yield* fenced(runId, epoch)
+        const at = yield* now
+        insert(run, events, at)
+        yield* publish(runId)
+        return run.events.slice(afterSeq).map(toRow)
+      }),
+
+    release: ({ epoch, parked, runId, seenSeq, wakeAt }) =>
+      Effect.gen(function*() {
+        const run = yield* fenced(runId, epoch)
+        const at = yield* now
+        run.leaseOwner = null
+        run.leaseUntil = null
+        run.status = "waiting"
+        run.parked = parked === true
+        // Something arrived after the worker last looked: run again now rather than sleep past it.
+        run.wakeAt = run.parked ? null : run.events.length > seenSeq ? at : wakeAt?.getTime() ?? null
+        run.updatedAt = at
+      }),
+
+    heartbeat: ({ leaseMs, owner, runIds }) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const held: Array<string> = []
+        for (const id of runIds) {
+          const run = runs.get(id)
+          if (run !== undefined && run.leaseOwner === owner && run.status === "running") {
+            run.leaseUntil = at + leaseMs
+            held.push(id)
+          }
+        }
+        return held
+      }),
+
+    send: (runId, event) =>
+      Effect.gen(function*() {
+        const run = yield* find(runId)
+        if (isTerminal(run)) return { _tag: "Finished", status: run.status } as const
+        if (event.type === "SignalReceived" && run.events.some((e) => e.type === "SignalReceived" && e.key === event.key)) {
+          return { _tag: "Duplicate" } as const
+        }
+        if (event.type === "RunResumed" && !run.parked) {
+          return { _tag: "Ignored", reason: "the run is not parked" } as const
+        }
+        const at = yield* now
+        insert(run, [event], at)
+        if (event.type === "RunResumed") run.parked = false
+        // A parked run stays parked until resumed; anything else becomes runnable now.
+        if (!run.parked && run.status !== "running") run.wakeAt = at
+        yield* publish(runId)
+        return { _tag: "Appended", seq: run.events.length } as const
+      }),
+
+    read: (runId, afterSeq) => Effect.map(find(runId), (run) => run.events.slice(afterSeq).map(toRow)),
+
+    get: (runId) => Effect.map(find(runId), row),
+
+    changes: (runId) =>
+      Stream.fromPubSub(hub).pipe(
+        Stream.filter((id) => id === runId),
+        Stream.as(undefined)
+      )
+  }
+  return service
+})
+
+const sortKeys = (value: Json.Json): Json.Json => {
+  if (Array.isArray(value)) return value.map(sortKeys)
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, Json.Json> = {}
+    for (const key of Object.keys(value).sort()) out[key] = sortKeys((value as Record<string, Json.Json>)[key]!)
+    return out
+  }
+  return value
+}
+
+/**
+ * A fresh in-memory store for each use of the layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Store.Store> = Layer.effect(Store.Store, make)

@@ -1,0 +1,215 @@
+/**
+ * The Store port: everything the interpreter, workers and clients need from storage. The in-memory
+ * store (`MemoryStore`) and the Postgres store implement it with the same semantics, and both keep
+ * values only as JSON text, so nothing works in one that fails in the other.
+ *
+ * Writes by the worker that holds a run are fenced by the lease epoch it got at claim: a worker
+ * whose lease was taken over appends nothing (`LeaseLost`). Writes by others (a signal, a cancel)
+ * are not fenced; they are serialised per run.
+ *
+ * @since 0.1.0
+ */
+import type { Stream } from "effect"
+import { Context, Data, Effect, Schema } from "effect"
+import type { Json } from "./Json.js"
+import type * as RunEvent from "./RunEvent.js"
+import type { RunStatus } from "./RunStatus.js"
+
+/**
+ * The run's projection, as stored and listed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunRow {
+  readonly id: string
+  readonly workflow: string
+  readonly version: string
+  readonly status: RunStatus
+  readonly input: Json
+  readonly output: Json | null
+  readonly error: Json | null
+  readonly idempotencyKey: string | null
+  readonly parentId: string | null
+  readonly tags: ReadonlyArray<string>
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly wakeAt: Date | null
+  readonly leaseOwner: string | null
+  readonly leaseUntil: Date | null
+  readonly leaseEpoch: number
+  readonly lastSeq: number
+  readonly attempts: number
+  /** Why a waiting run is not progressing, when it is parked (nondeterminism) or unclaimable. */
+  readonly parked: boolean
+}
+
+/**
+ * A run handed to a worker: its identity, the fencing epoch, and its whole log.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Claimed {
+  readonly runId: string
+  readonly workflow: string
+  readonly version: string
+  readonly epoch: number
+  /** How many times the run has been claimed, this claim included. */
+  readonly attempts: number
+  readonly events: ReadonlyArray<RunEvent.StoredRow>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface StartParams {
+  readonly runId: string
+  readonly workflow: string
+  readonly version: string
+  /** The `RunStarted` event, already encoded. */
+  readonly started: RunEvent.Stored
+  readonly input: Json
+  readonly idempotencyKey?: string | undefined
+  readonly tags: ReadonlyArray<string>
+  readonly parentId?: string | undefined
+  /** When the run becomes claimable; default now. */
+  readonly startAt?: Date | undefined
+}
+
+/**
+ * What an outside write (signal, cancel, resume) did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type SendResult =
+  | { readonly _tag: "Appended"; readonly seq: number }
+  /** The same signal id was sent before: appended once, not twice. */
+  | { readonly _tag: "Duplicate" }
+  /** The run had already ended; nothing was written. */
+  | { readonly _tag: "Finished"; readonly status: RunStatus }
+  /** The write did not apply to the run's state (resume of a run that is not parked). */
+  | { readonly _tag: "Ignored"; readonly reason: string }
+
+/**
+ * The worker no longer holds the run: another claim took it over (its lease had expired). The
+ * execution must stop and write nothing more.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly runId: string; readonly epoch: number }> {}
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export class RunNotFound extends Schema.TaggedError<RunNotFound>()("RunNotFound", { runId: Schema.String }) {
+  override get message(): string {
+    return `No run with id ${this.runId}`
+  }
+}
+
+/**
+ * A start reused an idempotency key with a different input: the existing run was not for this.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InputMismatch extends Schema.TaggedError<InputMismatch>()("InputMismatch", {
+  workflow: Schema.String,
+  idempotencyKey: Schema.String,
+  runId: Schema.String
+}) {
+  override get message(): string {
+    return `Run ${this.runId} of ${this.workflow} already has idempotency key ${JSON.stringify(this.idempotencyKey)} with a different input`
+  }
+}
+
+/**
+ * The storage itself failed (connection, server). `retryable` says whether trying again can help.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Data.TaggedError("StoreError")<{
+  readonly op: string
+  readonly message: string
+  readonly retryable: boolean
+  readonly cause?: unknown
+}> {}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoreService {
+  /** Creates a run with its first event, or returns the existing run of the same idempotency key. */
+  readonly start: (params: StartParams) => Effect.Effect<{ readonly runId: string; readonly created: boolean }, InputMismatch | StoreError>
+  /**
+   * Leases up to `limit` runnable runs (pending or waiting with `wakeAt` due, or running with an
+   * expired lease) of the given workflow versions, incrementing each one's epoch.
+   */
+  readonly claim: (params: {
+    readonly owner: string
+    readonly limit: number
+    readonly leaseMs: number
+    readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+  }) => Effect.Effect<ReadonlyArray<Claimed>, StoreError>
+  /**
+   * Appends events after `afterSeq`, fenced by `epoch`. Returns every event after `afterSeq`: the
+   * ones written by others since (signals, cancels) and then these. A terminal event ends the run.
+   */
+  readonly append: (params: {
+    readonly runId: string
+    readonly epoch: number
+    readonly afterSeq: number
+    readonly events: ReadonlyArray<RunEvent.Stored>
+  }) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, LeaseLost | StoreError>
+  /**
+   * Gives the run back: `waiting` until `wakeAt` (null: until something is sent to it), or parked.
+   * If events arrived after `seenSeq`, the run is made runnable at once instead.
+   */
+  readonly release: (params: {
+    readonly runId: string
+    readonly epoch: number
+    readonly seenSeq: number
+    readonly wakeAt: Date | null
+    readonly parked?: boolean
+  }) => Effect.Effect<void, LeaseLost | StoreError>
+  /** Extends the leases this owner holds. Returns the ids it still holds. */
+  readonly heartbeat: (params: {
+    readonly owner: string
+    readonly runIds: ReadonlyArray<string>
+    readonly leaseMs: number
+  }) => Effect.Effect<ReadonlyArray<string>, StoreError>
+  /**
+   * Appends an event from outside the run (`SignalReceived`, `CancelRequested`, `RunResumed`) and
+   * makes the run runnable.
+   */
+  readonly send: (runId: string, event: RunEvent.Stored) => Effect.Effect<SendResult, RunNotFound | StoreError>
+  /** The run's events after `afterSeq`. */
+  readonly read: (runId: string, afterSeq: number) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, RunNotFound | StoreError>
+  readonly get: (runId: string) => Effect.Effect<RunRow, RunNotFound | StoreError>
+  /** Hints that the run has new events (a wake-up, never the events themselves). */
+  readonly changes: (runId: string) => Stream.Stream<void, StoreError>
+  /** The store's clock: database time in Postgres, the Effect Clock in memory. */
+  readonly now: Effect.Effect<Date, StoreError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class Store extends Context.Tag("@chronicle/core/Store")<Store, StoreService>() {}
+
+/**
+ * Accessor for the store's events, decoded.
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const readEvents = (runId: string, afterSeq = 0) =>
+  Effect.flatMap(Store, (store) => store.read(runId, afterSeq))
