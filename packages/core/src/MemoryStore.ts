@@ -259,6 +259,13 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
           return { _tag: "Ignored", reason: "the run is not parked" } as const
         }
         const at = yield* now
+        if (event.type === "CancelRequested" && run.parked) {
+          // A parked run's code does not match its log, so nothing can be replayed to compensate:
+          // it ends cancelled at once, and says so.
+          insert(run, [event, { type: "RunCancelled", key: null, payload: { reason: "cancelled while parked: compensations were not run" } }], at)
+          yield* publish(runId)
+          return { _tag: "Appended", seq: run.events.length } as const
+        }
         insert(run, [event], at)
         if (event.type === "RunResumed") run.parked = false
         // A parked run stays parked until resumed; anything else becomes runnable now.

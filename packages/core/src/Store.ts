@@ -187,7 +187,9 @@ export interface StoreService {
   }) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /**
    * Appends an event from outside the run (`SignalReceived`, `CancelRequested`, `RunResumed`) and
-   * makes the run runnable.
+   * makes the run runnable. A signal id already received is `Duplicate`; anything sent to an
+   * ended run is `Finished`. Cancelling a parked run ends it cancelled at once (its code does not
+   * match its log, so no compensation can be replayed), with a `RunCancelled` that says so.
    */
   readonly send: (runId: string, event: RunEvent.Stored) => Effect.Effect<SendResult, RunNotFound | StoreError>
   /** The run's events after `afterSeq`. */

@@ -78,28 +78,39 @@ export const make = <W extends Workflow.Any>(
     const leaseMs = Duration.toMillis(options.leaseDuration ?? "30 seconds")
     const inMemoryWait = options.inMemoryWait ?? 0
 
+    // Runs this worker holds; one heartbeat statement extends all their leases.
+    const held = new Set<string>()
+    const heartbeat = Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(Math.max(1, Math.floor(leaseMs / 3)))
+        if (held.size > 0) yield* Effect.ignore(store.heartbeat({ owner, runIds: [...held], leaseMs }))
+      }
+    })
+
     const executeOne = (claimed: StoreModule.Claimed) =>
       Effect.gen(function*() {
         // Claims are filtered by the versions this worker has, so the lookup cannot miss.
         const workflow = registry.get(key(claimed.workflow, claimed.version))!
+        held.add(claimed.runId)
         const result = yield* Interpreter.execute({
           store,
           claimed,
           workflow,
           context: Context.omit(Execution)(context as Context.Context<Execution>) as Context.Context<unknown>,
           inMemoryWait
-        })
+        }).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
         return { runId: claimed.runId, result } satisfies Executed
       })
 
     const drain = Effect.gen(function*() {
+      yield* Effect.forkScoped(heartbeat)
       const executed: Array<Executed> = []
       while (true) {
         const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions })
         if (claimed.length === 0) return executed as ReadonlyArray<Executed>
         executed.push(...(yield* Effect.forEach(claimed, executeOne, { concurrency })))
       }
-    })
+    }).pipe(Effect.scoped)
 
     const run = Effect.gen(function*() {
       while (true) {

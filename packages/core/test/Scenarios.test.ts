@@ -339,6 +339,21 @@ describe("nondeterminism", () => {
       assert.strictEqual(yield* Client.result(original, runId), "charge then now")
       assert.strictEqual(counter.get("charge"), 1)
     }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("a parked run can be cancelled: it ends at once, saying its compensations did not run", () =>
+    Effect.gen(function*() {
+      const counter = makeCounter()
+      const original = v1("charge", counter)
+      const { runId } = yield* Client.start(original, undefined)
+      yield* Effect.flatMap(worker([original]), (w) => w.drain)
+      yield* Client.signal(runId, "go", "now")
+      yield* Effect.flatMap(worker([v1("renamed", counter)]), (w) => w.drain)
+      assert.isTrue((yield* Client.get(runId)).row.parked)
+      yield* Client.cancel(runId, "operator gave up")
+      const error = yield* Effect.flip(Client.result(original, runId))
+      assert.strictEqual(error._tag, "RunCancelled")
+      assert.match(error._tag === "RunCancelled" ? error.reason ?? "" : "", /compensations were not run/)
+    }).pipe(Effect.provide(StoreLayer)))
 })
 
 // Keep imports used by later additions honest.

@@ -1,0 +1,353 @@
+// The interpreter's promises beyond the seed scenarios, on the in-memory store and TestClock.
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Option, Schema, TestClock } from "effect"
+import { Client, Json, Step, Workflow } from "@chronicle/core"
+import { StoreLayer, eventTypes, makeCounter, worker } from "./helpers.js"
+
+describe("parallel steps", () => {
+  it.effect("Effect.all with concurrency: stopped between completions, replayed, each body ran once", () =>
+    Effect.gen(function*() {
+      const counter = makeCounter()
+      const bStarted = yield* Deferred.make<void>()
+      let crash = true
+      const W = Workflow.make(
+        { name: "parallel", version: 1, input: Schema.Void, success: Schema.Array(Schema.String) },
+        () =>
+          Effect.all([
+            Step.run("a", counter.hit("a").pipe(Effect.as("A"))),
+            Step.run("b", Effect.gen(function*() {
+              yield* counter.hit("b")
+              if (crash) {
+                yield* Deferred.succeed(bStarted, undefined)
+                return yield* Effect.never
+              }
+              return "B"
+            }))
+          ], { concurrency: 2 })
+      )
+      const first = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(first.drain)
+      yield* Deferred.await(bStarted)
+      // Let a's completion be recorded while b still runs, then kill the execution.
+      while (!(yield* eventTypes(runId)).includes("StepCompleted:a#1")) yield* Effect.yieldNow()
+      yield* Fiber.interrupt(running)
+      crash = false
+      yield* TestClock.adjust("31 seconds")
+      assert.deepStrictEqual((yield* (yield* worker([W])).drain).map((e) => e.result._tag), ["Completed"])
+      assert.deepStrictEqual(yield* Client.result(W, runId), ["A", "B"])
+      assert.deepStrictEqual(counter.all(), { a: 1, b: 2 })
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("same-named steps in concurrent branches get back their own results on replay", () =>
+    Effect.gen(function*() {
+      // Three branches call a step named "price"; they complete in the order 3, 1, 2. The replay
+      // must hand each branch the value it got originally, not the values in request order.
+      const gates = [yield* Deferred.make<void>(), yield* Deferred.make<void>(), yield* Deferred.make<void>()]
+      const W = Workflow.make(
+        { name: "fanout", version: 1, input: Schema.Void, success: Schema.Array(Schema.String) },
+        () =>
+          Effect.forEach([0, 1, 2], (i) =>
+            Effect.gen(function*() {
+              const warm = yield* Step.run(`warm-${i}`, Effect.zipRight(Deferred.await(gates[i]!), Effect.succeed(i)))
+              return yield* Step.run("price", Effect.succeed(`item ${warm}`))
+            }), { concurrency: "unbounded" }).pipe(
+              Effect.tap(() => Workflow.signal("done", Schema.Void))
+            )
+      )
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(w.drain)
+      for (const i of [2, 0, 1]) {
+        yield* Deferred.succeed(gates[i]!, undefined)
+        while (!(yield* eventTypes(runId)).some((t) => t === `StepCompleted:warm-${i}#1`)) yield* Effect.yieldNow()
+        while ((yield* eventTypes(runId)).filter((t) => t.startsWith("StepCompleted:price")).length < [2, 0, 1].indexOf(i) + 1) {
+          yield* Effect.yieldNow()
+        }
+      }
+      yield* Fiber.join(running)
+      const keys = (yield* eventTypes(runId)).filter((t) => t.startsWith("StepCompleted:price"))
+      assert.deepStrictEqual(keys, ["StepCompleted:price#1", "StepCompleted:price#2", "StepCompleted:price#3"])
+      // Replay: a fresh execution, after the signal.
+      yield* Client.signal(runId, "done", null)
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
+      assert.deepStrictEqual(yield* Client.result(W, runId), ["item 0", "item 1", "item 2"])
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("suspension", () => {
+  it.effect("is interruption from outside: the workflow's catchAllCause never sees it", () =>
+    Effect.gen(function*() {
+      let caught = 0
+      const W = Workflow.make(
+        { name: "catcher", version: 1, input: Schema.Void, success: Schema.String },
+        () =>
+          Workflow.signal("go", Schema.String).pipe(
+            Effect.catchAllCause(() => Effect.sync(() => {
+              caught++
+              return "caught"
+            }))
+          )
+      )
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result), [{ _tag: "Suspended", wakeAt: null }])
+      yield* Client.signal(runId, "go", "went")
+      yield* w.drain
+      assert.strictEqual(yield* Client.result(W, runId), "went")
+      assert.strictEqual(caught, 0)
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("a branch keeps running its steps while another waits; the replay after the timer runs only the new step", () =>
+    Effect.gen(function*() {
+      const counter = makeCounter()
+      const W = Workflow.make(
+        { name: "branches", version: 1, input: Schema.Void, success: Schema.Void },
+        () =>
+          Effect.all([
+            Workflow.sleep("nap", "1 hour").pipe(Effect.zipRight(Step.run("after-nap", counter.hit("after-nap")))),
+            Step.run("one", counter.hit("one")).pipe(Effect.zipRight(Step.run("two", counter.hit("two"))))
+          ], { concurrency: 2, discard: true })
+      )
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Suspended"])
+      assert.deepStrictEqual(counter.all(), { one: 1, two: 1 })
+      yield* TestClock.adjust("1 hour")
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
+      assert.deepStrictEqual(counter.all(), { one: 1, two: 1, "after-nap": 1 })
+      assert.strictEqual((yield* Client.get(runId)).row.status, "completed")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("cancellation", () => {
+  it.effect("aborts the running step, runs compensations in reverse, and ends cancelled", () =>
+    Effect.gen(function*() {
+      const undone: Array<string> = []
+      const started = yield* Deferred.make<void>()
+      let aborted = false
+      const W = Workflow.make(
+        { name: "cancellable", version: 1, input: Schema.Void, success: Schema.Void },
+        () =>
+          Effect.gen(function*() {
+            yield* Step.run("reserve", { run: Effect.succeed("r1"), compensate: (r) => Effect.sync(() => undone.push(`release ${r}`)) })
+            yield* Step.run("hold", { run: Effect.succeed("h1"), compensate: (h) => Effect.sync(() => undone.push(`unhold ${h}`)) })
+            yield* Step.run("slow", {
+              run: ({ signal }) =>
+                Effect.zipRight(
+                  Effect.sync(() => signal.addEventListener("abort", () => {
+                    aborted = true
+                  })),
+                  Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+                )
+            })
+          })
+      )
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(w.drain)
+      yield* Deferred.await(started)
+      assert.strictEqual((yield* Client.cancel(runId, "customer changed their mind"))._tag, "Appended")
+      const executed = yield* Fiber.join(running)
+      assert.deepStrictEqual(executed.map((e) => e.result._tag), ["Cancelled"])
+      assert.isTrue(aborted, "the running step's AbortSignal fired")
+      assert.deepStrictEqual(undone, ["unhold h1", "release r1"])
+      const error = yield* Effect.flip(Client.result(W, runId))
+      assert.strictEqual(error._tag, "RunCancelled")
+      assert.strictEqual(error._tag === "RunCancelled" && error.reason, "customer changed their mind")
+      assert.deepStrictEqual((yield* eventTypes(runId)).slice(-4), [
+        "CancelRequested",
+        "StepCompleted:compensate:hold#1",
+        "StepCompleted:compensate:reserve#1",
+        "RunCancelled"
+      ])
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("of a waiting run wakes it and ends it cancelled", () =>
+    Effect.gen(function*() {
+      const W = Workflow.make({ name: "waits", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Workflow.signal("never", Schema.String))
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      yield* w.drain
+      yield* Client.cancel(runId)
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Cancelled"])
+      assert.strictEqual((yield* Client.get(runId)).row.status, "cancelled")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("leases", () => {
+  it.effect("the worker's heartbeat keeps a step that outlasts the lease from being claimed twice", () =>
+    Effect.gen(function*() {
+      const counter = makeCounter()
+      const started = yield* Deferred.make<void>()
+      const finish = yield* Deferred.make<void>()
+      const W = Workflow.make({ name: "long", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Step.run("long", Effect.gen(function*() {
+          yield* counter.hit("long")
+          yield* Deferred.succeed(started, undefined)
+          yield* Deferred.await(finish)
+          return "done"
+        })))
+      const w1 = yield* worker([W], { leaseDuration: "30 seconds" })
+      const w2 = yield* worker([W], { leaseDuration: "30 seconds" })
+      const { runId } = yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(w1.drain)
+      yield* Deferred.await(started)
+      yield* TestClock.adjust("2 minutes")
+      assert.deepStrictEqual(yield* w2.drain, [], "the lease is still held")
+      yield* Deferred.succeed(finish, undefined)
+      assert.deepStrictEqual((yield* Fiber.join(running)).map((e) => e.result._tag), ["Completed"])
+      assert.strictEqual(counter.get("long"), 1)
+      assert.strictEqual((yield* Client.get(runId)).row.attempts, 1)
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("timeouts", () => {
+  it.effect("abort the attempt's AbortSignal and fail the step with StepTimeout after the last attempt", () =>
+    Effect.gen(function*() {
+      let aborts = 0
+      const W = Workflow.make({ name: "slow", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Step.run("slow", {
+          run: ({ signal }) =>
+            Effect.zipRight(Effect.sync(() => signal.addEventListener("abort", () => aborts++)), Effect.never),
+          timeout: "5 seconds",
+          retry: { maxAttempts: 2, backoff: "fixed", baseDelay: "1 second", jitter: 0 }
+        }).pipe(Effect.as("done")))
+      const w = yield* worker([W], { inMemoryWait: "10 seconds" })
+      const { runId } = yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(w.drain)
+      yield* TestClock.adjust("5 seconds") // attempt 1 times out; retry in 1 s, held in memory
+      yield* TestClock.adjust("1 second")
+      yield* TestClock.adjust("5 seconds") // attempt 2 times out: no attempts left
+      assert.deepStrictEqual((yield* Fiber.join(running)).map((e) => e.result._tag), ["Failed"])
+      assert.strictEqual(aborts, 2)
+      const error = yield* Effect.flip(Client.result(W, runId))
+      assert.strictEqual(error._tag, "StepTimeout")
+      assert.deepStrictEqual(yield* eventTypes(runId), ["RunStarted", "StepFailed:slow#1", "StepCompleted:slow#1", "RunFailed"])
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("values JSON cannot carry", () => {
+  const cases: ReadonlyArray<readonly [string, () => unknown, RegExp]> = [
+    ["a BigInt", () => ({ total: 10n }), /BigInt/],
+    ["a cycle", () => {
+      const a: Record<string, unknown> = {}
+      a["self"] = a
+      return a
+    }, /cycle/],
+    ["a function", () => ({ f: () => 1 }), /function/],
+    ["a Date without a Schema", () => ({ at: new Date(0) }), /Date.*Schema\.Date/]
+  ]
+  for (const [label, make, reason] of cases) {
+    it.effect(`${label}: the step fails with NotSerializable, the run ends instead of sticking`, () =>
+      Effect.gen(function*() {
+        const W = Workflow.make({ name: `bad-${label}`, version: 1, input: Schema.Void, success: Schema.Unknown }, () =>
+          Step.run("produce", Effect.sync(make)))
+        const w = yield* worker([W])
+        const { runId } = yield* Client.start(W, undefined)
+        assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Failed"])
+        const error = yield* Effect.flip(Client.result(W, runId))
+        assert.instanceOf(error, Json.NotSerializable)
+        assert.match(error.message, reason)
+        assert.include(error.message, "produce#1")
+        // Not retried: the same value would fail the same way.
+        assert.deepStrictEqual(yield* eventTypes(runId), ["RunStarted", "StepCompleted:produce#1", "RunFailed"])
+      }).pipe(Effect.provide(StoreLayer)))
+  }
+
+  it.effect("a Date with a Schema that encodes it is fine", () =>
+    Effect.gen(function*() {
+      const W = Workflow.make({ name: "dated", version: 1, input: Schema.Void, success: Schema.Date }, () =>
+        Step.run("when", { run: Effect.succeed(new Date(86_400_000)), success: Schema.Date }))
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      yield* w.drain
+      assert.deepStrictEqual(yield* Client.result(W, runId), new Date(86_400_000))
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("durable values and context", () => {
+  it.effect("now, random and uuid are recorded once and the same on replay; info tells the execution", () =>
+    Effect.gen(function*() {
+      const attempts: Array<number> = []
+      const W = Workflow.make(
+        { name: "values", version: 7, input: Schema.Void, success: Schema.Struct({ now: Schema.Number, random: Schema.Number, uuid: Schema.String }) },
+        () =>
+          Effect.gen(function*() {
+            const info = yield* Workflow.info
+            attempts.push(info.attempt)
+            assert.strictEqual(info.workflow, "values")
+            assert.strictEqual(info.version, "7")
+            const now = (yield* Workflow.now).getTime()
+            const random = yield* Workflow.random
+            const uuid = yield* Workflow.uuid
+            yield* Workflow.emit("progress", { step: 1 })
+            yield* Workflow.sleep("later", "1 day")
+            return { now, random, uuid }
+          })
+      )
+      const w = yield* worker([W])
+      yield* TestClock.setTime(5_000)
+      const { runId } = yield* Client.start(W, undefined)
+      yield* w.drain
+      yield* TestClock.adjust("1 day")
+      yield* w.drain
+      const result = yield* Client.result(W, runId)
+      assert.strictEqual(result.now, 5_000, "the time of the first execution, not of the replay")
+      assert.deepStrictEqual(attempts, [1, 2])
+      const view = yield* Client.get(runId)
+      const recorded = view.events.flatMap((e) => (e.event._tag === "ValueRecorded" ? [e.event.value] : []))
+      assert.deepStrictEqual(recorded, [5_000, result.random, result.uuid])
+      assert.match(result.uuid, /^[0-9a-f-]{36}$/)
+      assert.strictEqual(view.events.filter((e) => e.event._tag === "Emitted").length, 1, "emitted once, not on replay")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("starting runs", () => {
+  const W = Workflow.make({ name: "greet", version: 1, input: Schema.Struct({ name: Schema.NonEmptyString }), success: Schema.String }, ({ name }) =>
+    Step.run("greet", Effect.succeed(`hello ${name}`)))
+
+  it.effect("validates input before writing anything", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Client.start(W, { name: "" }))
+      assert.strictEqual(error._tag, "InvalidInput")
+      assert.match(error.message, /greet/)
+      assert.deepStrictEqual(yield* (yield* worker([W])).drain, [], "no run was created")
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("is idempotent per key, and refuses the same key with another input", () =>
+    Effect.gen(function*() {
+      const a = yield* Client.start(W, { name: "ana" }, { idempotencyKey: "k1" })
+      const b = yield* Client.start(W, { name: "ana" }, { idempotencyKey: "k1" })
+      assert.strictEqual(a.runId, b.runId)
+      assert.deepStrictEqual([a.created, b.created], [true, false])
+      const mismatch = yield* Effect.flip(Client.start(W, { name: "bo" }, { idempotencyKey: "k1" }))
+      assert.strictEqual(mismatch._tag, "InputMismatch")
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("pins a run to its version: a worker without that version leaves it waiting, visibly", () =>
+    Effect.gen(function*() {
+      const v2 = Workflow.make({ name: "greet", version: 2, input: W.input, success: Schema.String }, ({ name }) =>
+        Step.run("greet-v2", Effect.succeed(`hi ${name}`)))
+      const { runId } = yield* Client.start(W, { name: "cy" })
+      assert.deepStrictEqual(yield* (yield* worker([v2])).drain, [])
+      const row = (yield* Client.get(runId)).row
+      assert.strictEqual(row.status, "pending")
+      assert.strictEqual(row.version, "1")
+      yield* (yield* worker([W, v2])).drain
+      assert.strictEqual(yield* Client.result(W, runId), "hello cy")
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("startAt delays the first execution", () =>
+    Effect.gen(function*() {
+      const { runId } = yield* Client.start(W, { name: "dee" }, { startAt: new Date(60_000) })
+      const w = yield* worker([W])
+      assert.deepStrictEqual(yield* w.drain, [])
+      yield* TestClock.adjust("1 minute")
+      yield* w.drain
+      assert.strictEqual(yield* Client.result(W, runId), "hello dee")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+void Option
