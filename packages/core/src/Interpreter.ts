@@ -16,9 +16,11 @@
  * @since 0.1.0
  */
 import type { Context } from "effect"
-import { Cause, Deferred, Duration, Effect, Either, Exit, Fiber, FiberId, Option, Queue, Schema, Stream } from "effect"
-import type { AttemptOutcome, ExecutionService, StepSpec } from "./Execution.js"
+import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Queue, Schema, Stream } from "effect"
+import type { AttemptOutcome, ExecutionService } from "./Execution.js"
 import { Execution } from "./Execution.js"
+import type { Request, Resolution, StepRequest } from "./internal/ledger.js"
+import { Ledger, NonDeterminism } from "./internal/ledger.js"
 import { WorkflowScheduler } from "./internal/scheduler.js"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
@@ -26,23 +28,15 @@ import * as RunState from "./RunState.js"
 import type * as Store from "./Store.js"
 import * as Workflow from "./Workflow.js"
 
-/**
- * The replayed workflow does not match its log: code changed under a running run. The run is
- * parked until an operator resumes it (after deploying code that matches, or a new version).
- *
- * @since 0.1.0
- * @category errors
- */
-export class NonDeterminism extends Schema.TaggedError<NonDeterminism>()("NonDeterminism", {
-  key: Schema.String,
-  /** What the log says happened at this point. */
-  recorded: Schema.String,
-  /** What the workflow's code asked for instead. */
-  requested: Schema.String
-}) {
-  override get message(): string {
-    return `Nondeterminism at ${this.key}: the log has ${this.recorded}, but the workflow ${this.requested}`
-  }
+export {
+  /**
+   * The replayed workflow does not match its log: code changed under a running run. The run is
+   * parked until an operator resumes it.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  NonDeterminism
 }
 
 /**
@@ -77,68 +71,6 @@ export interface Options {
    */
   readonly inMemoryWait?: Duration.DurationInput
 }
-
-type Resolution<A> = Deferred.Deferred<A>
-
-interface StepRequest {
-  readonly kind: "step"
-  readonly key: string
-  readonly spec: StepSpec
-  readonly deferred: Resolution<Json.Json>
-  /** idle: no attempt yet; running; recording: outcome queued; retry: waiting for nextAttemptAt. */
-  status: "idle" | "running" | "recording" | "retry" | "done"
-  attempt: number
-  nextAttemptAt: Date | undefined
-  fiber: Fiber.RuntimeFiber<void> | undefined
-}
-
-interface TimerRequest {
-  readonly kind: "timer"
-  readonly key: string
-  readonly name: string
-  readonly wakeAtFrom: (now: Date) => Date
-  readonly deferred: Resolution<void>
-  wakeAt: Date | undefined
-  /** The TimerScheduled event is in the view (or queued). */
-  scheduled: boolean
-  fireQueued: boolean
-  done: boolean
-}
-
-interface SignalRequest {
-  readonly kind: "signal"
-  readonly key: string
-  readonly name: string
-  readonly timeoutFrom: (now: Date) => Date | undefined
-  readonly deferred: Resolution<Option.Option<Json.Json>>
-  timeoutAt: Date | undefined
-  recorded: boolean
-  armed: boolean
-  timeoutQueued: boolean
-  done: boolean
-}
-
-interface ValueRequest {
-  readonly kind: "value"
-  readonly key: string
-  readonly name: string
-  readonly make: (now: Date) => Json.Json
-  readonly deferred: Resolution<Json.Json>
-  recorded: boolean
-  done: boolean
-}
-
-interface EmitRequest extends Omit<ValueRequest, "kind"> {
-  readonly kind: "emit"
-}
-
-type Request = StepRequest | TimerRequest | SignalRequest | ValueRequest | EmitRequest
-
-const describeRecorded = (event: RunEvent.RunEvent): string =>
-  "name" in event ? `${event._tag} ${JSON.stringify(event.name)}` : event._tag
-
-const kindLabel = (kind: RunState.Kind): string =>
-  kind === "step" ? "step" : kind === "timer" ? "sleep" : kind === "signal" ? "signal wait" : kind === "value" ? "durable value" : "emit"
 
 /**
  * Runs one execution of a claimed run to its end: completed, failed, cancelled, suspended,
@@ -181,57 +113,15 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
 
     // ---- what the workflow asked for ---------------------------------------------------------
     const counters = new Map<string, number>()
-    /** Every key the workflow asked for in this execution, with its kind (kept after abandonment). */
-    const requested = new Map<string, RunState.Kind>()
-    const requests = new Map<string, Request>()
-    const specs = new Map<string, StepSpec>()
-    const armedSignals: Array<SignalRequest> = []
-    const buffered: Array<{ readonly name: string; readonly payload: Json.Json; consumed: boolean }> = []
-    const compensations: Array<{ readonly seq: number; readonly spec: StepSpec }> = []
+    const ledger = new Ledger(signalWake)
+    const requests = ledger.requests
     const outcomes: Array<RunEvent.RunEvent> = []
-    let nondeterminism: NonDeterminism | undefined
     let leaseLost = false
     const timers: Array<Fiber.RuntimeFiber<void>> = []
 
     const now = store.now
-    const resolve = <A>(deferred: Resolution<A>, value: A) => {
-      Deferred.unsafeDone(deferred, Exit.succeed(value))
-      signalWake()
-    }
-    const diverged = (error: NonDeterminism) => {
-      nondeterminism ??= error
-      signalWake()
-    }
-
     const register = <A>(key: string, kind: RunState.Kind, request: (deferred: Resolution<A>) => Request) =>
-      Effect.suspend(() => {
-        const recordedKind = state?.keys.get(key)
-        if (recordedKind !== undefined && recordedKind !== kind) {
-          diverged(
-            new NonDeterminism({
-              key,
-              recorded: `a ${kindLabel(recordedKind)} with this key`,
-              requested: `asked for a ${kindLabel(kind)}`
-            })
-          )
-          return Effect.never
-        }
-        const deferred = Deferred.unsafeMake<A>(FiberId.none)
-        const req = request(deferred)
-        requested.set(key, kind)
-        requests.set(key, req)
-        signalWake()
-        return Deferred.await(deferred).pipe(
-          // The waiting fiber was interrupted (a lost race, a suspension): forget the request,
-          // and stop its attempt if one runs.
-          Effect.onInterrupt(() =>
-            Effect.sync(() => {
-              requests.delete(key)
-              if (req.kind === "step" && req.fiber) Effect.runFork(Fiber.interrupt(req.fiber))
-            })
-          )
-        )
-      })
+      Effect.suspend(() => ledger.register(key, kind, state?.keys.get(key), request))
 
     const execution: ExecutionService = {
       info: { runId: claimed.runId, workflow: claimed.workflow, version: claimed.version, attempt: claimed.attempts },
@@ -242,7 +132,6 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       },
       step: (spec) =>
         register<Json.Json>(spec.key, "step", (deferred) => {
-          specs.set(spec.key, spec)
           return { kind: "step", key: spec.key, spec, deferred, status: "idle", attempt: 0, nextAttemptAt: undefined, fiber: undefined }
         }),
       sleep: (key, name, wakeAtFrom) =>
@@ -300,142 +189,6 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
         )
     }
 
-    // ---- handing the log back, one event at a time -------------------------------------------
-    /** The request an event is for; records nondeterminism when the workflow never asked. */
-    const requestFor = <K extends Request["kind"]>(event: RunEvent.RunEvent & { key: string }, kind: K) => {
-      const asked = requested.get(event.key)
-      if (asked === undefined) {
-        diverged(
-          new NonDeterminism({
-            key: event.key,
-            recorded: describeRecorded(event),
-            requested: "did not ask for it (a step, sleep or signal was renamed, removed or reordered)"
-          })
-        )
-        return undefined
-      }
-      const req = requests.get(event.key)
-      return req !== undefined && req.kind === kind ? (req as Extract<Request, { kind: K }>) : undefined
-    }
-
-    let cancelRequested: { readonly reason: string | undefined } | undefined
-
-    /** Processes one event; true when it handed something to the workflow. */
-    const process = (logged: RunEvent.Logged): boolean => {
-      const event = logged.event
-      switch (event._tag) {
-        case "StepFailed": {
-          const req = requestFor(event, "step")
-          if (req) {
-            req.attempt = event.attempt
-            req.nextAttemptAt = event.nextAttemptAt
-            req.status = "retry"
-          }
-          return false
-        }
-        case "StepCompleted": {
-          const req = requestFor(event, "step")
-          const spec = specs.get(event.key)
-          const success = typeof event.exit === "object" && event.exit !== null && (event.exit as { _tag?: unknown })._tag === "Success"
-          if (spec && success && Option.isSome(spec.compensation)) {
-            compensations.push({ seq: logged.seq, spec: spec.compensation.value(event.exit) })
-          }
-          if (req) {
-            req.status = "done"
-            requests.delete(event.key)
-            resolve(req.deferred, event.exit)
-            return true
-          }
-          return false
-        }
-        case "TimerScheduled":
-          requestFor(event, "timer")
-          return false
-        case "TimerFired": {
-          const req = requestFor(event, "timer")
-          if (req) {
-            req.done = true
-            requests.delete(event.key)
-            resolve(req.deferred, undefined)
-            return true
-          }
-          return false
-        }
-        case "SignalAwaited": {
-          const req = requestFor(event, "signal")
-          if (req) {
-            req.armed = true
-            req.timeoutAt = event.timeoutAt
-            const signal = buffered.find((s) => !s.consumed && s.name === req.name)
-            if (signal) {
-              signal.consumed = true
-              req.done = true
-              requests.delete(req.key)
-              resolve(req.deferred, Option.some(signal.payload))
-              return true
-            }
-            armedSignals.push(req)
-          }
-          return false
-        }
-        case "SignalReceived": {
-          const waiting = armedSignals.findIndex((r) => !r.done && r.name === event.name && requests.get(r.key) === r)
-          if (waiting >= 0) {
-            const req = armedSignals[waiting]!
-            armedSignals.splice(waiting, 1)
-            req.done = true
-            requests.delete(req.key)
-            buffered.push({ name: event.name, payload: event.payload, consumed: true })
-            resolve(req.deferred, Option.some(event.payload))
-            return true
-          }
-          buffered.push({ name: event.name, payload: event.payload, consumed: false })
-          return false
-        }
-        case "SignalTimedOut": {
-          const req = requestFor(event, "signal")
-          if (req && !req.done) {
-            req.done = true
-            requests.delete(req.key)
-            resolve(req.deferred, Option.none())
-            return true
-          }
-          return false
-        }
-        case "ValueRecorded": {
-          const req = requestFor(event, "value")
-          if (req) {
-            req.done = true
-            requests.delete(req.key)
-            resolve(req.deferred, event.value)
-            return true
-          }
-          return false
-        }
-        case "Emitted": {
-          const req = requestFor(event, "emit")
-          if (req) {
-            req.done = true
-            requests.delete(req.key)
-            resolve(req.deferred, null)
-            return true
-          }
-          return false
-        }
-        case "CancelRequested":
-          cancelRequested ??= { reason: event.reason }
-          signalWake()
-          return false
-        case "RunStarted":
-        case "RunParked":
-        case "RunResumed":
-        case "RunCompleted":
-        case "RunFailed":
-        case "RunCancelled":
-          return false
-      }
-    }
-
     // ---- appending ---------------------------------------------------------------------------
     const append = (events: ReadonlyArray<RunEvent.RunEvent>) =>
       store.append({ runId: claimed.runId, epoch: claimed.epoch, afterSeq: view.length, events: events.map(RunEvent.toStored) }).pipe(
@@ -445,21 +198,6 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
             leaseLost = true
           }))
       )
-
-    const askedFor = (event: RunEvent.RunEvent): boolean =>
-      !("key" in event) || event._tag === "SignalReceived" || requested.has(event.key)
-
-    /** Records nondeterminism if an event ahead belongs to a key nobody asked for. */
-    const checkNothingAhead = (except: (key: string) => boolean = () => false): boolean => {
-      for (let i = cursor; i < view.length; i++) {
-        const event = view[i]!.event
-        if (!askedFor(event) && "key" in event && !except(event.key)) {
-          diverged(new NonDeterminism({ key: event.key, recorded: describeRecorded(event), requested: "ended without asking for it" }))
-          return true
-        }
-      }
-      return false
-    }
 
     // ---- the program and its phases ---------------------------------------------------------
     const failureCodec = Schema.Cause({
@@ -511,11 +249,11 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
     const finish = (terminal: RunEvent.RunEvent, result: Result) =>
       Effect.gen(function*() {
         yield* stopProgram
-        for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+        yield* ledger.interruptAttempts()
         requests.clear()
-        if (compensations.length > 0) {
-          const pending = [...compensations].sort((a, b) => b.seq - a.seq)
-          compensations.length = 0
+        if (ledger.compensations.length > 0) {
+          const pending = [...ledger.compensations].sort((a, b) => b.seq - a.seq)
+          ledger.compensations.length = 0
           phase = { _tag: "Compensating", then: terminal }
           programExit = undefined
           program = yield* fork(
@@ -530,7 +268,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       Effect.gen(function*() {
         // Every recorded key must have been asked for by the time the workflow ends (its
         // compensations are asked for next, by the interpreter).
-        if (checkNothingAhead((key) => key.startsWith("compensate:"))) return
+        if (ledger.checkNothingAhead(view.slice(cursor), (key) => key.startsWith("compensate:"))) return
         if (Exit.isSuccess(exit)) {
           const output = yield* Json.encode(Workflow.schemaOf(workflow.success), exit.value, "the run's output").pipe(Effect.either)
           if (Either.isRight(output)) {
@@ -576,10 +314,10 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
 
     const iterate: Effect.Effect<Option.Option<Result>, Store.StoreError> = Effect.gen(function*() {
       if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
-      if (corrupt || nondeterminism) {
-        const error = corrupt ?? nondeterminism!
+      if (corrupt || ledger.nondeterminism) {
+        const error = corrupt ?? ledger.nondeterminism!
         yield* stopProgram
-        for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+        yield* ledger.interruptAttempts()
         const errorJson = yield* Json.encode(
           Schema.Union(NonDeterminism, RunEvent.CorruptEvent, RunState.InvalidLog),
           error,
@@ -621,16 +359,16 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       // 1. Hand back the log, in order, one resolution per idle moment. Once the program has
       //    ended, events nobody asked for yet (its compensations) wait for the next phase.
       while (cursor < view.length) {
-        if (programExit !== undefined && !askedFor(view[cursor]!.event)) break
-        const handed = process(view[cursor]!)
+        if (programExit !== undefined && !ledger.askedFor(view[cursor]!.event)) break
+        const handed = ledger.process(view[cursor]!)
         cursor++
-        if (nondeterminism) return Option.none()
+        if (ledger.nondeterminism) return Option.none()
         if (handed) return Option.none()
       }
 
       // 2. A cancel takes effect once everything before it has been handed back.
-      if (cancelRequested && phase._tag === "Main") {
-        yield* finish({ _tag: "RunCancelled", reason: cancelRequested.reason }, { _tag: "Cancelled" })
+      if (ledger.cancelRequested && phase._tag === "Main") {
+        yield* finish({ _tag: "RunCancelled", reason: ledger.cancelRequested.reason }, { _tag: "Cancelled" })
         signalWake()
         return Option.none()
       }
@@ -643,7 +381,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
         if (phase._tag === "Main") {
           yield* onMainExit(exit)
         } else if (phase._tag === "Compensating") {
-          if (checkNothingAhead()) return Option.none()
+          if (ledger.checkNothingAhead(view.slice(cursor))) return Option.none()
           phase = {
             _tag: "Finishing",
             event: phase.then,
@@ -777,7 +515,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
           yield* Fiber.interrupt(follow)
           yield* Fiber.interruptAll(timers)
           yield* stopProgram
-          for (const req of requests.values()) if (req.kind === "step" && req.fiber) yield* Fiber.interrupt(req.fiber)
+          yield* ledger.interruptAttempts()
         })
       )
     )

@@ -1,0 +1,319 @@
+/**
+ * The ledger of one execution: what the workflow asked for (keyed requests) and how the log's
+ * events answer them, in log order. The interpreter's driver decides *when* an event is handed
+ * back (only when every fiber of the workflow waits); the ledger decides *what* handing it back
+ * means, and records nondeterminism when the log and the code disagree.
+ *
+ * @internal
+ */
+import { Deferred, Effect, Exit, Fiber, FiberId, Option, Schema } from "effect"
+import type { StepSpec } from "../Execution.js"
+import type * as Json from "../Json.js"
+import type * as RunEvent from "../RunEvent.js"
+import type * as RunState from "../RunState.js"
+
+/**
+ * The replayed workflow does not match its log: code changed under a running run. The run is
+ * parked until an operator resumes it (after deploying code that matches, or a new version).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NonDeterminism extends Schema.TaggedError<NonDeterminism>()("NonDeterminism", {
+  key: Schema.String,
+  /** What the log says happened at this point. */
+  recorded: Schema.String,
+  /** What the workflow's code asked for instead. */
+  requested: Schema.String
+}) {
+  override get message(): string {
+    return `Nondeterminism at ${this.key}: the log has ${this.recorded}, but the workflow ${this.requested}`
+  }
+}
+
+export type Resolution<A> = Deferred.Deferred<A>
+
+export interface StepRequest {
+  readonly kind: "step"
+  readonly key: string
+  readonly spec: StepSpec
+  readonly deferred: Resolution<Json.Json>
+  /** idle: no attempt yet; running; recording: outcome queued; retry: waiting for nextAttemptAt. */
+  status: "idle" | "running" | "recording" | "retry" | "done"
+  attempt: number
+  nextAttemptAt: Date | undefined
+  fiber: Fiber.RuntimeFiber<void> | undefined
+}
+
+export interface TimerRequest {
+  readonly kind: "timer"
+  readonly key: string
+  readonly name: string
+  readonly wakeAtFrom: (now: Date) => Date
+  readonly deferred: Resolution<void>
+  wakeAt: Date | undefined
+  /** The TimerScheduled event is in the view (or queued). */
+  scheduled: boolean
+  fireQueued: boolean
+  done: boolean
+}
+
+export interface SignalRequest {
+  readonly kind: "signal"
+  readonly key: string
+  readonly name: string
+  readonly timeoutFrom: (now: Date) => Date | undefined
+  readonly deferred: Resolution<Option.Option<Json.Json>>
+  timeoutAt: Date | undefined
+  recorded: boolean
+  armed: boolean
+  timeoutQueued: boolean
+  done: boolean
+}
+
+export interface ValueRequest {
+  readonly kind: "value"
+  readonly key: string
+  readonly name: string
+  readonly make: (now: Date) => Json.Json
+  readonly deferred: Resolution<Json.Json>
+  recorded: boolean
+  done: boolean
+}
+
+export interface EmitRequest extends Omit<ValueRequest, "kind"> {
+  readonly kind: "emit"
+}
+
+export type Request = StepRequest | TimerRequest | SignalRequest | ValueRequest | EmitRequest
+
+export const describeRecorded = (event: RunEvent.RunEvent): string =>
+  "name" in event ? `${event._tag} ${JSON.stringify(event.name)}` : event._tag
+
+const kindLabel = (kind: RunState.Kind): string =>
+  kind === "step" ? "step" : kind === "timer" ? "sleep" : kind === "signal" ? "signal wait" : kind === "value" ? "durable value" : "emit"
+
+export class Ledger {
+  /** Open requests by key: asked for and not yet answered. */
+  readonly requests = new Map<string, Request>()
+  /** Every key asked for in this execution, with its kind (kept after a request is answered or abandoned). */
+  readonly requested = new Map<string, RunState.Kind>()
+  /** The step specs asked for, kept to build compensations from their recorded results. */
+  private readonly specs = new Map<string, StepSpec>()
+  /** Compensations of completed steps, with the seq of the completion. */
+  readonly compensations: Array<{ readonly seq: number; readonly spec: StepSpec }> = []
+  private readonly armedSignals: Array<SignalRequest> = []
+  private readonly buffered: Array<{ readonly name: string; readonly payload: Json.Json; consumed: boolean }> = []
+  cancelRequested: { readonly reason: string | undefined } | undefined
+  nondeterminism: NonDeterminism | undefined
+
+  constructor(private readonly onChange: () => void) {}
+
+  diverged(error: NonDeterminism): void {
+    this.nondeterminism ??= error
+    this.onChange()
+  }
+
+  private resolve<A>(deferred: Resolution<A>, value: A): void {
+    Deferred.unsafeDone(deferred, Exit.succeed(value))
+    this.onChange()
+  }
+
+  /**
+   * Registers a request and waits for its answer. A key the log holds as another kind is
+   * nondeterminism: the caller then waits forever and the driver parks the run.
+   */
+  register<A>(
+    key: string,
+    kind: RunState.Kind,
+    recordedKind: RunState.Kind | undefined,
+    request: (deferred: Resolution<A>) => Request
+  ): Effect.Effect<A> {
+    return Effect.suspend(() => {
+      if (recordedKind !== undefined && recordedKind !== kind) {
+        this.diverged(
+          new NonDeterminism({
+            key,
+            recorded: `a ${kindLabel(recordedKind)} with this key`,
+            requested: `asked for a ${kindLabel(kind)}`
+          })
+        )
+        return Effect.never
+      }
+      const deferred = Deferred.unsafeMake<A>(FiberId.none)
+      const req = request(deferred)
+      if (req.kind === "step") this.specs.set(key, req.spec)
+      this.requested.set(key, kind)
+      this.requests.set(key, req)
+      this.onChange()
+      return Deferred.await(deferred).pipe(
+        // The waiting fiber was interrupted (a lost race, a suspension): forget the request,
+        // and stop its attempt if one runs.
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            this.requests.delete(key)
+            if (req.kind === "step" && req.fiber) Effect.runFork(Fiber.interrupt(req.fiber))
+          })
+        )
+      )
+    })
+  }
+
+  /** Whether the workflow asked for the key of this event (events without keys always pass). */
+  askedFor(event: RunEvent.RunEvent): boolean {
+    return !("key" in event) || event._tag === "SignalReceived" || this.requested.has(event.key)
+  }
+
+  /** Records nondeterminism if an event not yet handed back belongs to a key nobody asked for. */
+  checkNothingAhead(ahead: ReadonlyArray<RunEvent.Logged>, except: (key: string) => boolean = () => false): boolean {
+    for (const { event } of ahead) {
+      if (!this.askedFor(event) && "key" in event && !except(event.key)) {
+        this.diverged(new NonDeterminism({ key: event.key, recorded: describeRecorded(event), requested: "ended without asking for it" }))
+        return true
+      }
+    }
+    return false
+  }
+
+  /** Interrupts every running step attempt (their AbortSignals fire). */
+  interruptAttempts(): Effect.Effect<void> {
+    return Effect.forEach(this.requests.values(), (req) => (req.kind === "step" && req.fiber ? Fiber.interrupt(req.fiber) : Effect.void), {
+      discard: true
+    })
+  }
+
+/** The request an event is for; records nondeterminism when the workflow never asked. */
+private requestFor<K extends Request["kind"]>(event: RunEvent.RunEvent & { key: string }, kind: K) {
+    const asked = this.requested.get(event.key)
+    if (asked === undefined) {
+      this.diverged(
+        new NonDeterminism({
+          key: event.key,
+          recorded: describeRecorded(event),
+          requested: "did not ask for it (a step, sleep or signal was renamed, removed or reordered)"
+        })
+      )
+      return undefined
+    }
+    const req = this.requests.get(event.key)
+    return req !== undefined && req.kind === kind ? (req as Extract<Request, { kind: K }>) : undefined
+  }
+
+/** Processes one event in log order; true when it handed something to the workflow. */
+process(logged: RunEvent.Logged): boolean {
+    const event = logged.event
+    switch (event._tag) {
+      case "StepFailed": {
+        const req = this.requestFor(event, "step")
+        if (req) {
+          req.attempt = event.attempt
+          req.nextAttemptAt = event.nextAttemptAt
+          req.status = "retry"
+        }
+        return false
+      }
+      case "StepCompleted": {
+        const req = this.requestFor(event, "step")
+        const spec = this.specs.get(event.key)
+        const success = typeof event.exit === "object" && event.exit !== null && (event.exit as { _tag?: unknown })._tag === "Success"
+        if (spec && success && Option.isSome(spec.compensation)) {
+          this.compensations.push({ seq: logged.seq, spec: spec.compensation.value(event.exit) })
+        }
+        if (req) {
+          req.status = "done"
+          this.requests.delete(event.key)
+          this.resolve(req.deferred, event.exit)
+          return true
+        }
+        return false
+      }
+      case "TimerScheduled":
+        this.requestFor(event, "timer")
+        return false
+      case "TimerFired": {
+        const req = this.requestFor(event, "timer")
+        if (req) {
+          req.done = true
+          this.requests.delete(event.key)
+          this.resolve(req.deferred, undefined)
+          return true
+        }
+        return false
+      }
+      case "SignalAwaited": {
+        const req = this.requestFor(event, "signal")
+        if (req) {
+          req.armed = true
+          req.timeoutAt = event.timeoutAt
+          const signal = this.buffered.find((s) => !s.consumed && s.name === req.name)
+          if (signal) {
+            signal.consumed = true
+            req.done = true
+            this.requests.delete(req.key)
+            this.resolve(req.deferred, Option.some(signal.payload))
+            return true
+          }
+          this.armedSignals.push(req)
+        }
+        return false
+      }
+      case "SignalReceived": {
+        const waiting = this.armedSignals.findIndex((r) => !r.done && r.name === event.name && this.requests.get(r.key) === r)
+        if (waiting >= 0) {
+          const req = this.armedSignals[waiting]!
+          this.armedSignals.splice(waiting, 1)
+          req.done = true
+          this.requests.delete(req.key)
+          this.buffered.push({ name: event.name, payload: event.payload, consumed: true })
+          this.resolve(req.deferred, Option.some(event.payload))
+          return true
+        }
+        this.buffered.push({ name: event.name, payload: event.payload, consumed: false })
+        return false
+      }
+      case "SignalTimedOut": {
+        const req = this.requestFor(event, "signal")
+        if (req && !req.done) {
+          req.done = true
+          this.requests.delete(req.key)
+          this.resolve(req.deferred, Option.none())
+          return true
+        }
+        return false
+      }
+      case "ValueRecorded": {
+        const req = this.requestFor(event, "value")
+        if (req) {
+          req.done = true
+          this.requests.delete(req.key)
+          this.resolve(req.deferred, event.value)
+          return true
+        }
+        return false
+      }
+      case "Emitted": {
+        const req = this.requestFor(event, "emit")
+        if (req) {
+          req.done = true
+          this.requests.delete(req.key)
+          this.resolve(req.deferred, null)
+          return true
+        }
+        return false
+      }
+      case "CancelRequested":
+        this.cancelRequested ??= { reason: event.reason }
+        this.onChange()
+        return false
+      case "RunStarted":
+      case "RunParked":
+      case "RunResumed":
+      case "RunCompleted":
+      case "RunFailed":
+      case "RunCancelled":
+        return false
+    }
+  }
+}
+
+
