@@ -71,8 +71,21 @@ export interface ExecutionService {
   readonly step: (spec: StepSpec) => Effect.Effect<Json>
   /** Resolves when the timer has fired. `wakeAt` is computed from the store's clock on first request. */
   readonly sleep: (key: string, name: string, wakeAt: (now: Date) => Date) => Effect.Effect<void>
-  /** Resolves with the signal's payload, or none if `timeoutAt` came first. */
-  readonly signal: (key: string, name: string, timeoutAt: (now: Date) => Date | undefined) => Effect.Effect<Option.Option<Json>>
+  /**
+   * Resolves with the payload of the next signal called `name` that `accepts` takes, or none if
+   * `timeoutAt` came first.
+   */
+  readonly signal: (
+    key: string,
+    name: string,
+    timeoutAt: (now: Date) => Date | undefined,
+    accepts: (payload: Json) => boolean
+  ) => Effect.Effect<Option.Option<Json>>
+  /**
+   * The recorded outcome of `key` no longer fits the code (its Schema changed): nondeterminism.
+   * The run is parked; the effect never resumes.
+   */
+  readonly incompatible: (key: string, recorded: string, detail: string) => Effect.Effect<never>
   /** Resolves with the recorded value, made by `make` the first time. */
   readonly value: (key: string, name: string, make: (now: Date) => Json) => Effect.Effect<Json>
   /** Records a custom event. */

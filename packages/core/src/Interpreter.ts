@@ -124,6 +124,11 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       Effect.suspend(() => ledger.register(key, kind, state?.keys.get(key), request))
 
     const execution: ExecutionService = {
+      incompatible: (key, recorded, detail) =>
+        Effect.suspend(() => {
+          ledger.diverged(new NonDeterminism({ key, recorded, requested: detail }))
+          return Effect.never
+        }),
       info: { runId: claimed.runId, workflow: claimed.workflow, version: claimed.version, attempt: claimed.attempts },
       key: (name) => {
         const n = (counters.get(name) ?? 0) + 1
@@ -149,7 +154,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
             done: false
           }
         }),
-      signal: (key, name, timeoutFrom) =>
+      signal: (key, name, timeoutFrom, accepts) =>
         register<Option.Option<Json.Json>>(key, "signal", (deferred) => {
           const recorded = state?.awaits.get(key)
           return {
@@ -157,6 +162,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
             key,
             name,
             timeoutFrom,
+            accepts,
             deferred,
             timeoutAt: recorded ? Option.getOrUndefined(recorded.timeoutAt) : undefined,
             recorded: recorded !== undefined,

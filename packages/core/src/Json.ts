@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, ParseResult, Schema } from "effect"
+import { Effect, ParseResult, Schema, SchemaAST } from "effect"
 
 /**
  * A JSON value as stored.
@@ -30,10 +30,12 @@ export class NotSerializable extends Schema.TaggedError<NotSerializable>()("NotS
   what: Schema.String,
   /** Where in the value, e.g. `$.items[2].price`. */
   path: Schema.String,
-  reason: Schema.String
+  reason: Schema.String,
+  /** Whether writing the value failed, or reading a stored one back. */
+  operation: Schema.optionalWith(Schema.Literal("store", "read"), { default: () => "store" as const })
 }) {
   override get message(): string {
-    return `Cannot store ${this.what}: ${this.reason} at ${this.path}`
+    return `Cannot ${this.operation} ${this.what}: ${this.reason} at ${this.path}`
   }
 }
 
@@ -97,7 +99,8 @@ export const check = (value: unknown): { readonly path: string; readonly reason:
         for (const key of Object.keys(v)) {
           const child = (v as Record<string, unknown>)[key]
           const childPath = /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`
-          if (key.includes("\u0000")) return { path: childPath, reason: "a key containing \\u0000" }
+          if (key.includes("\u0000")) return { path: childPath, reason: "a key containing \\u0000, which Postgres jsonb cannot store" }
+          if (LONE_SURROGATE.test(key)) return { path: childPath, reason: "a key with a lone UTF-16 surrogate, which Postgres jsonb cannot store" }
           if (child === undefined) continue
           const bad = visit(child, childPath)
           if (bad) return bad
@@ -146,7 +149,9 @@ export const encode = <A, I, R>(
 /** Stored null may stand for a top-level undefined: decode it as such when null itself does not fit. */
 const decodeStored = <A, I, R>(schema: Schema.Schema<A, I, R>, json: unknown): Effect.Effect<A, ParseResult.ParseError, R> =>
   json === null
-    ? Schema.decodeUnknown(schema)(null).pipe(Effect.orElse(() => Schema.decodeUnknown(schema)(undefined)))
+    ? SchemaAST.isVoidKeyword(schema.ast)
+      ? Schema.decodeUnknown(schema)(undefined) // void accepts anything: give back what was stored
+      : Schema.decodeUnknown(schema)(null).pipe(Effect.orElse(() => Schema.decodeUnknown(schema)(undefined)))
     : Schema.decodeUnknown(schema)(json)
 
 /**
@@ -162,7 +167,9 @@ export const decode = <A, I, R>(
   what: string
 ): Effect.Effect<A, NotSerializable, R> =>
   decodeStored(schema, json).pipe(
-    Effect.mapError((e) => new NotSerializable({ what, path: "$", reason: `the stored value does not match its Schema: ${parseIssue(e)}` }))
+    Effect.mapError((e) =>
+      new NotSerializable({ what, path: "$", reason: `the stored value does not match its Schema: ${parseIssue(e)}`, operation: "read" })
+    )
   )
 
 /**

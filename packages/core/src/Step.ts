@@ -27,12 +27,15 @@ import * as Json from "./Json.js"
  * @category errors
  */
 export class StepTimeout extends Schema.TaggedError<StepTimeout>()("StepTimeout", {
+  /** The step's name. */
   step: Schema.String,
+  /** The step's durable key, e.g. `charge#1`. */
+  key: Schema.String,
   attempt: Schema.Int,
   timeoutMillis: Schema.Number
 }) {
   override get message(): string {
-    return `Step ${this.step} attempt ${this.attempt} timed out after ${this.timeoutMillis} ms`
+    return `Step ${this.key} attempt ${this.attempt} timed out after ${this.timeoutMillis} ms`
   }
 }
 
@@ -143,6 +146,11 @@ const PlainError: Schema.Schema<unknown, Json.Json> = Schema.transform(Schema.Un
   }
 }) as unknown as Schema.Schema<unknown, Json.Json>
 
+const retryTiming = (policy: RetryPolicy<any> | undefined): RetryPolicy<unknown> => {
+  const { nonRetryable: _, ...timing } = policy ?? {}
+  return timing
+}
+
 const isTagged = (e: unknown): e is { readonly _tag: string } =>
   typeof e === "object" && e !== null && typeof (e as { _tag?: unknown })._tag === "string"
 
@@ -172,6 +180,10 @@ const makeSpec = <A, IA, E, IE, R, R2>(
   const what = `step ${JSON.stringify(key)} result`
   const encodeExit = (exit: Exit.Exit<A, E | StepError>): Effect.Effect<AttemptOutcome> =>
     Json.encode(codec, exit, what).pipe(
+      // Report paths within the value, not within the Exit that wraps it.
+      Effect.mapError((e) =>
+        new Json.NotSerializable({ what: e.what, reason: e.reason, operation: e.operation, path: e.path.replace(/^\$\.(value|cause\.error)(?=$|[.[])/, "$$") })
+      ),
       Effect.map((json): AttemptOutcome => {
         if (Exit.isSuccess(exit)) return { exit: json, success: true, retryable: false }
         const failure = exit.cause._tag === "Fail" ? Option.some(exit.cause.error) : Option.none()
@@ -199,7 +211,7 @@ const makeSpec = <A, IA, E, IE, R, R2>(
           ? body
           : Effect.timeoutFail(body, {
             duration: timeoutMillis,
-            onTimeout: () => new StepTimeout({ step: key, attempt, timeoutMillis })
+            onTimeout: () => new StepTimeout({ step: name, key, attempt, timeoutMillis })
           })
         return Effect.exit(limited).pipe(Effect.flatMap(encodeExit), Effect.provide(context))
       }),
@@ -211,7 +223,8 @@ const makeSpec = <A, IA, E, IE, R, R2>(
           Effect.orDie(Schema.decodeUnknown(codec)(exitJson)),
           (exit) => Exit.isSuccess(exit) ? Effect.asVoid(compensate(exit.value)) : Effect.void
         ) as unknown as Effect.Effect<void, unknown, R>,
-        retry: options.retry as RetryPolicy<unknown>
+        // The step's timing, but not its nonRetryable: that speaks of the step's errors.
+        retry: retryTiming(options.retry)
       }, context)
     })
   }
@@ -245,6 +258,11 @@ export const run: {
     const key = execution.key(name)
     const spec = makeSpec(key, name, options, context)
     const exitJson = yield* execution.step(spec)
-    const exit = yield* Effect.orDie(Schema.decodeUnknown(exitSchema(options.success, options.error))(exitJson))
+    const exit = yield* Schema.decodeUnknown(exitSchema(options.success, options.error))(exitJson).pipe(
+      // The log holds an outcome the step's Schemas no longer read: the code changed under the run.
+      Effect.catchAll((e) =>
+        execution.incompatible(key, `the recorded outcome of step ${JSON.stringify(name)}`, `no longer decodes with its Schemas (${e.message.split("\n")[0]})`)
+      )
+    )
     return yield* exit
   })

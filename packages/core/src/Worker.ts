@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Option } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Option } from "effect"
 import { Execution } from "./Execution.js"
 import * as Interpreter from "./Interpreter.js"
 import { Store } from "./Store.js"
@@ -78,12 +78,25 @@ export const make = <W extends Workflow.Any>(
     const leaseMs = Duration.toMillis(options.leaseDuration ?? "30 seconds")
     const inMemoryWait = options.inMemoryWait ?? 0
 
-    // Runs this worker holds; one heartbeat statement extends all their leases.
-    const held = new Set<string>()
+    // Runs this worker holds, with their executions; one heartbeat call extends all their leases.
+    // A run the store says this worker no longer holds (its lease expired and another worker
+    // claimed it) has its execution interrupted at once: the step's AbortSignal fires, and
+    // nothing more is written (the store would refuse it anyway).
+    const held = new Map<string, { fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined; lost: boolean }>()
     const heartbeat = Effect.gen(function*() {
       while (true) {
         yield* Effect.sleep(Math.max(1, Math.floor(leaseMs / 3)))
-        if (held.size > 0) yield* Effect.ignore(store.heartbeat({ owner, runIds: [...held], leaseMs }))
+        if (held.size === 0) continue
+        const asked = [...held.keys()]
+        const still = yield* store.heartbeat({ owner, runIds: asked, leaseMs }).pipe(Effect.option)
+        if (Option.isNone(still)) continue // the store is unreachable: the leases will tell later
+        const kept = new Set(still.value)
+        for (const id of asked) {
+          const entry = held.get(id)
+          if (entry === undefined || kept.has(id)) continue
+          entry.lost = true
+          if (entry.fiber) yield* Fiber.interruptFork(entry.fiber)
+        }
       }
     })
 
@@ -91,14 +104,22 @@ export const make = <W extends Workflow.Any>(
       Effect.gen(function*() {
         // Claims are filtered by the versions this worker has, so the lookup cannot miss.
         const workflow = registry.get(key(claimed.workflow, claimed.version))!
-        held.add(claimed.runId)
-        const result = yield* Interpreter.execute({
+        const entry: { fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined; lost: boolean } = {
+          fiber: undefined,
+          lost: false
+        }
+        held.set(claimed.runId, entry)
+        entry.fiber = yield* Effect.fork(Interpreter.execute({
           store,
           claimed,
           workflow,
           context: Context.omit(Execution)(context as Context.Context<Execution>) as Context.Context<unknown>,
           inMemoryWait
-        }).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
+        }))
+        const exit = yield* Fiber.await(entry.fiber).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
+        const result: Interpreter.Result = Exit.isFailure(exit) && entry.lost && Exit.isInterrupted(exit)
+          ? { _tag: "LeaseLost" }
+          : yield* exit
         return { runId: claimed.runId, result } satisfies Executed
       })
 

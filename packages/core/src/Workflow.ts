@@ -20,7 +20,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Option, Schema } from "effect"
+import { Duration, Effect, Either, Option, Schema } from "effect"
 import type { RunInfo } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Json from "./Json.js"
@@ -125,7 +125,9 @@ export const make = <
     readonly success: Schema.Schema<A, IA>
     readonly error?: Schema.Schema<E, IE>
   },
-  body: (input: I) => Effect.Effect<A, E | BuiltinError, R>
+  // NoInfer: the error type comes from the `error` Schema only. Without one it is `never`, so a
+  // body that can fail with a typed error it has no Schema for does not compile.
+  body: (input: I) => Effect.Effect<A, NoInfer<E> | BuiltinError, R>
 ): Workflow<I, A, E, Exclude<R, Execution>> => {
   return {
     name: options.name,
@@ -192,7 +194,11 @@ export const signal: {
   Effect.flatMap(Execution, (e) => {
     const key = e.key(name)
     const timeoutMillis = options === undefined ? undefined : Duration.toMillis(options.timeout)
-    return e.signal(key, name, (now) => timeoutMillis === undefined ? undefined : new Date(now.getTime() + timeoutMillis)).pipe(
+    // A payload the Schema does not decode is not taken: it stays in the log, visible, and the
+    // wait goes on for the next signal of that name (the same decision on every replay).
+    const accepts = (payload: Json.Json) => Either.isRight(Schema.decodeUnknownEither(schema)(payload === null ? undefined : payload)) ||
+      Either.isRight(Schema.decodeUnknownEither(schema)(payload))
+    return e.signal(key, name, (now) => timeoutMillis === undefined ? undefined : new Date(now.getTime() + timeoutMillis), accepts).pipe(
       Effect.flatMap(Option.match({
         onNone: () => Effect.fail(new SignalTimeout({ signal: name, key, timeoutMillis: timeoutMillis ?? 0 })),
         onSome: (payload) => Effect.orDie(Json.decode(schema, payload, `signal ${JSON.stringify(name)} payload`))

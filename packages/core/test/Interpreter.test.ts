@@ -1,7 +1,7 @@
 // The interpreter's promises beyond the seed scenarios, on the in-memory store and TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Option, Schema, TestClock } from "effect"
-import { Client, Json, Step, Workflow } from "@chronicle/core"
+import { Deferred, Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
+import { Client, Json, MemoryStore, Step, Store, Workflow } from "@chronicle/core"
 import { StoreLayer, eventTypes, makeCounter, worker } from "./helpers.js"
 
 describe("parallel steps", () => {
@@ -203,6 +203,70 @@ describe("leases", () => {
     }).pipe(Effect.provide(StoreLayer)))
 })
 
+describe("lease loss", () => {
+  it.effect("stops the execution and aborts the running step when the heartbeat says the lease is gone", () =>
+    Effect.gen(function*() {
+      let aborted = false
+      const started = yield* Deferred.make<void>()
+      const W = Workflow.make({ name: "lost", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Step.run("long", {
+          run: ({ signal }) =>
+            Effect.zipRight(
+              Effect.sync(() => signal.addEventListener("abort", () => {
+                aborted = true
+              })),
+              Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+            )
+        }))
+      // A store whose heartbeat reports that this worker holds nothing any more, as when another
+      // worker claimed the run after this one was paused past its lease.
+      const LosingStore = Layer.effect(
+        Store.Store,
+        Effect.map(MemoryStore.make, (store) => ({ ...store, heartbeat: () => Effect.succeed([]) }))
+      )
+      yield* Effect.gen(function*() {
+        const w = yield* worker([W], { leaseDuration: "30 seconds" })
+        yield* Client.start(W, undefined)
+        const running = yield* Effect.fork(w.drain)
+        yield* Deferred.await(started)
+        yield* TestClock.adjust("10 seconds")
+        assert.deepStrictEqual((yield* Fiber.join(running)).map((e) => e.result._tag), ["LeaseLost"])
+        assert.isTrue(aborted)
+      }).pipe(Effect.provide(LosingStore))
+    }))
+})
+
+describe("code that changed under a run", () => {
+  it.effect("a step whose recorded result no longer decodes with its Schema parks the run, naming the step", () =>
+    Effect.gen(function*() {
+      const make = (success: Schema.Schema<any, any>) =>
+        Workflow.make({ name: "schema-change", version: 1, input: Schema.Void, success: Schema.Unknown }, () =>
+          Effect.gen(function*() {
+            const total = yield* Step.run("total", { run: Effect.succeed(42), success })
+            yield* Workflow.signal("go", Schema.Void)
+            return total
+          }))
+      const { runId } = yield* Client.start(make(Schema.Number), undefined)
+      yield* Effect.flatMap(worker([make(Schema.Number)]), (w) => w.drain)
+      yield* Client.signal(runId, "go", null)
+      const executed = yield* Effect.flatMap(worker([make(Schema.String)]), (w) => w.drain)
+      const result = executed[0]?.result
+      assert.strictEqual(result?._tag, "Parked")
+      assert.include(result?._tag === "Parked" ? result.error.message : "", "total#1")
+      assert.include(result?._tag === "Parked" ? result.error.message : "", "no longer decodes")
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it("a body that fails with a typed error needs an error Schema (a compile-time check)", () => {
+    class Oops extends Schema.TaggedError<Oops>()("Oops", {}) {}
+    Workflow.make(
+      { name: "typed", version: 1, input: Schema.Void, success: Schema.Void },
+      // @ts-expect-error Oops is not covered: the workflow declares no error Schema
+      () => Effect.fail(new Oops())
+    )
+    Workflow.make({ name: "typed", version: 1, input: Schema.Void, success: Schema.Void, error: Oops }, () => Effect.fail(new Oops()))
+  })
+})
+
 describe("timeouts", () => {
   it.effect("abort the attempt's AbortSignal and fail the step with StepTimeout after the last attempt", () =>
     Effect.gen(function*() {
@@ -217,9 +281,12 @@ describe("timeouts", () => {
       const w = yield* worker([W], { inMemoryWait: "10 seconds" })
       const { runId } = yield* Client.start(W, undefined)
       const running = yield* Effect.fork(w.drain)
-      yield* TestClock.adjust("5 seconds") // attempt 1 times out; retry in 1 s, held in memory
-      yield* TestClock.adjust("1 second")
-      yield* TestClock.adjust("5 seconds") // attempt 2 times out: no attempts left
+      // Attempt 1 times out at 5 s, the retry (held in memory) starts at 6 s and times out at 11 s.
+      // The interpreter's timers are its own fibers: move the clock in steps until it is done.
+      while (Option.isNone(yield* Fiber.poll(running))) {
+        yield* TestClock.adjust("500 millis")
+        yield* Effect.yieldNow()
+      }
       assert.deepStrictEqual((yield* Fiber.join(running)).map((e) => e.result._tag), ["Failed"])
       assert.strictEqual(aborts, 2)
       const error = yield* Effect.flip(Client.result(W, runId))
@@ -251,6 +318,7 @@ describe("values JSON cannot carry", () => {
         assert.instanceOf(error, Json.NotSerializable)
         assert.match(error.message, reason)
         assert.include(error.message, "produce#1")
+        assert.match((error as Json.NotSerializable).path, /^\$(\.\w+)?$/, "the path is within the value, not the Exit")
         // Not retried: the same value would fail the same way.
         assert.deepStrictEqual(yield* eventTypes(runId), ["RunStarted", "StepCompleted:produce#1", "RunFailed"])
       }).pipe(Effect.provide(StoreLayer)))
@@ -350,4 +418,3 @@ describe("starting runs", () => {
     }).pipe(Effect.provide(StoreLayer)))
 })
 
-void Option

@@ -189,6 +189,18 @@ describe("approval signals", () => {
       assert.strictEqual((yield* Client.signal(runId, "approval", { approved: true, by: "bo" }))._tag, "Finished")
     }).pipe(Effect.provide(StoreLayer)))
 
+  it.effect("a payload the wait's Schema does not decode is not taken: it stays in the log and the wait goes on", () =>
+    Effect.gen(function*() {
+      const w = yield* worker([Approve])
+      const { runId } = yield* Client.start(Approve, { doc: "memo" })
+      yield* Client.signal(runId, "approval", { approved: "yes please" }, { id: "bad" })
+      yield* Client.signal(runId, "approval", { approved: true, by: "cy" }, { id: "good" })
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
+      assert.strictEqual(yield* Client.result(Approve, runId), "memo: approved by cy")
+      const received = (yield* events(runId)).filter((e) => e._tag === "SignalReceived")
+      assert.deepStrictEqual(received.map((e) => e._tag === "SignalReceived" && e.key), ["bad", "good"])
+    }).pipe(Effect.provide(StoreLayer)))
+
   it.effect("a signal wait times out with SignalTimeout, durably", () =>
     Effect.gen(function*() {
       const Timed = Workflow.make(

@@ -63,6 +63,8 @@ export interface SignalRequest {
   readonly key: string
   readonly name: string
   readonly timeoutFrom: (now: Date) => Date | undefined
+  /** Whether a payload is one this wait takes (its Schema decodes it). */
+  readonly accepts: (payload: Json.Json) => boolean
   readonly deferred: Resolution<Option.Option<Json.Json>>
   timeoutAt: Date | undefined
   recorded: boolean
@@ -245,7 +247,7 @@ process(logged: RunEvent.Logged): boolean {
         if (req) {
           req.armed = true
           req.timeoutAt = event.timeoutAt
-          const signal = this.buffered.find((s) => !s.consumed && s.name === req.name)
+          const signal = this.buffered.find((s) => !s.consumed && s.name === req.name && req.accepts(s.payload))
           if (signal) {
             signal.consumed = true
             req.done = true
@@ -258,7 +260,9 @@ process(logged: RunEvent.Logged): boolean {
         return false
       }
       case "SignalReceived": {
-        const waiting = this.armedSignals.findIndex((r) => !r.done && r.name === event.name && this.requests.get(r.key) === r)
+        const waiting = this.armedSignals.findIndex((r) =>
+        !r.done && r.name === event.name && this.requests.get(r.key) === r && r.accepts(event.payload)
+      )
         if (waiting >= 0) {
           const req = this.armedSignals[waiting]!
           this.armedSignals.splice(waiting, 1)
