@@ -116,9 +116,14 @@ export class Ledger {
     this.onChange()
   }
 
-  private resolve<A>(deferred: Resolution<A>, value: A): void {
-    Deferred.unsafeDone(deferred, Exit.succeed(value))
+  /** Answers a request: it is done, forgotten, and its waiting fiber resumes with `value`. */
+  private answer<A>(req: Request & { readonly deferred: Resolution<A> }, value: A): true {
+    if (req.kind === "step") req.status = "done"
+    else req.done = true
+    this.requests.delete(req.key)
+    Deferred.unsafeDone(req.deferred, Exit.succeed(value))
     this.onChange()
+    return true
   }
 
   /**
@@ -221,26 +226,14 @@ process(logged: RunEvent.Logged): boolean {
         if (spec && success && Option.isSome(spec.compensation)) {
           this.compensations.push({ seq: logged.seq, spec: spec.compensation.value(event.exit) })
         }
-        if (req) {
-          req.status = "done"
-          this.requests.delete(event.key)
-          this.resolve(req.deferred, event.exit)
-          return true
-        }
-        return false
+        return req ? this.answer(req, event.exit) : false
       }
       case "TimerScheduled":
         this.requestFor(event, "timer")
         return false
       case "TimerFired": {
         const req = this.requestFor(event, "timer")
-        if (req) {
-          req.done = true
-          this.requests.delete(event.key)
-          this.resolve(req.deferred, undefined)
-          return true
-        }
-        return false
+        return req ? this.answer(req, undefined) : false
       }
       case "SignalAwaited": {
         const req = this.requestFor(event, "signal")
@@ -250,10 +243,7 @@ process(logged: RunEvent.Logged): boolean {
           const signal = this.buffered.find((s) => !s.consumed && s.name === req.name && req.accepts(s.payload))
           if (signal) {
             signal.consumed = true
-            req.done = true
-            this.requests.delete(req.key)
-            this.resolve(req.deferred, Option.some(signal.payload))
-            return true
+            return this.answer(req, Option.some(signal.payload))
           }
           this.armedSignals.push(req)
         }
@@ -266,44 +256,23 @@ process(logged: RunEvent.Logged): boolean {
         if (waiting >= 0) {
           const req = this.armedSignals[waiting]!
           this.armedSignals.splice(waiting, 1)
-          req.done = true
-          this.requests.delete(req.key)
           this.buffered.push({ name: event.name, payload: event.payload, consumed: true })
-          this.resolve(req.deferred, Option.some(event.payload))
-          return true
+          return this.answer(req, Option.some(event.payload))
         }
         this.buffered.push({ name: event.name, payload: event.payload, consumed: false })
         return false
       }
       case "SignalTimedOut": {
         const req = this.requestFor(event, "signal")
-        if (req && !req.done) {
-          req.done = true
-          this.requests.delete(req.key)
-          this.resolve(req.deferred, Option.none())
-          return true
-        }
-        return false
+        return req && !req.done ? this.answer(req, Option.none()) : false
       }
       case "ValueRecorded": {
         const req = this.requestFor(event, "value")
-        if (req) {
-          req.done = true
-          this.requests.delete(req.key)
-          this.resolve(req.deferred, event.value)
-          return true
-        }
-        return false
+        return req ? this.answer(req, event.value) : false
       }
       case "Emitted": {
         const req = this.requestFor(event, "emit")
-        if (req) {
-          req.done = true
-          this.requests.delete(req.key)
-          this.resolve(req.deferred, null)
-          return true
-        }
-        return false
+        return req ? this.answer(req, null) : false
       }
       case "CancelRequested":
         this.cancelRequested ??= { reason: event.reason }
