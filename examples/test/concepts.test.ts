@@ -55,7 +55,7 @@ describe("concept examples", () => {
   it.live("signals: before and after the wait, duplicates, timeouts, arrival order", () =>
     Effect.gen(function*() {
       const lines = yield* runExample("examples/concepts/signals.ts")
-      assert.include(lines, "  send: Appended, same id again: Duplicate")
+      assert.include(lines, "  send: Delivered, same id again: Duplicate")
       assert.include(lines, "  flight: no decision within 2 days")
       assert.include(lines, "  apples, bread, cheese")
     }), 60_000)

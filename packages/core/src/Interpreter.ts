@@ -54,6 +54,8 @@ export type Result =
   | { readonly _tag: "Parked"; readonly error: NonDeterminism | RunEvent.CorruptEvent | RunState.InvalidLog }
   /** Another worker took the run over; this execution wrote nothing more. */
   | { readonly _tag: "LeaseLost" }
+  /** The worker is shutting down: the run was given back, runnable at once by another worker. */
+  | { readonly _tag: "Released" }
 
 /**
  * @since 0.1.0
@@ -70,6 +72,11 @@ export interface Options {
    * the lease instead of releasing the run. Default 0: always release.
    */
   readonly inMemoryWait?: Duration.DurationInput
+  /**
+   * Asked before any new work starts. Once true (the worker is shutting down), the execution lets
+   * running step attempts finish and record, then gives the run back instead of going on.
+   */
+  readonly stopping?: () => boolean
 }
 
 /**
@@ -398,9 +405,25 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
         return Option.none()
       }
 
-      // 4. New work: request-side events, due timers and timeouts, attempt outcomes.
+      // 4. New work: request-side events, due timers and timeouts, attempt outcomes. A worker that
+      //    is shutting down records what finished and gives the run back instead.
       const at = yield* now
       const toAppend: Array<RunEvent.RunEvent> = outcomes.splice(0)
+      if (options.stopping?.()) {
+        if (toAppend.length > 0) {
+          yield* append(toAppend)
+          signalWake()
+          return Option.none()
+        }
+        if ([...requests.values()].some((r) => r.kind === "step" && (r.status === "running" || r.status === "recording"))) {
+          return Option.none()
+        }
+        yield* stopProgram
+        const released = yield* store.release({ runId: claimed.runId, epoch: claimed.epoch, seenSeq: view.length, wakeAt: at })
+          .pipe(Effect.either)
+        if (Either.isLeft(released) && released.left._tag === "StoreError") return yield* released.left
+        return Option.some(Either.isLeft(released) ? { _tag: "LeaseLost" } as const : { _tag: "Released" } as const)
+      }
       for (const req of requests.values()) {
         switch (req.kind) {
           case "timer":
@@ -526,4 +549,33 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       )
     )
     return result
+  })
+
+/**
+ * Ends a claimed run as failed with `error` without executing it (a run over the crash limit).
+ *
+ * @since 0.1.0
+ * @category execution
+ */
+export const fail = (
+  store: Store.StoreService,
+  claimed: Store.Claimed,
+  workflow: Workflow.Any,
+  error: Workflow.BuiltinError
+): Effect.Effect<Result, Store.StoreError> =>
+  Effect.gen(function*() {
+    const codec = Schema.Cause({
+      error: Schema.Union(Workflow.BuiltinError, Workflow.schemaOf(workflow.error)),
+      defect: Schema.Defect
+    })
+    const cause = yield* Json.encode(codec, Cause.fail(error), "the run's failure").pipe(Effect.orDie)
+    return yield* store.append({
+      runId: claimed.runId,
+      epoch: claimed.epoch,
+      afterSeq: claimed.events.length,
+      events: [RunEvent.toStored({ _tag: "RunFailed", cause })]
+    }).pipe(
+      Effect.as<Result>({ _tag: "Failed" }),
+      Effect.catchTag("LeaseLost", () => Effect.succeed<Result>({ _tag: "LeaseLost" }))
+    )
   })

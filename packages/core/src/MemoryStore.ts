@@ -39,6 +39,7 @@ interface MutableRun {
   leaseUntil: number | null
   leaseEpoch: number
   attempts: number
+  crashes: number
   parked: boolean
   events: Array<StoredText>
 }
@@ -66,8 +67,10 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
   const runs = new Map<string, MutableRun>()
   const byKey = new Map<string, string>()
   const hub = yield* PubSub.unbounded<string>()
+  const wakeHub = yield* PubSub.unbounded<void>()
   const now = Clock.currentTimeMillis
   const publish = (runId: string) => PubSub.publish(hub, runId)
+  const wake = PubSub.publish(wakeHub, undefined)
 
   const insert = (run: MutableRun, events: ReadonlyArray<RunEvent.Stored>, at: number) => {
     for (const e of events) {
@@ -171,6 +174,7 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
           leaseUntil: null,
           leaseEpoch: 0,
           attempts: 0,
+          crashes: 0,
           parked: false,
           events: []
         }
@@ -178,6 +182,7 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
         runs.set(run.id, run)
         if (params.idempotencyKey !== undefined) byKey.set(`${params.workflow}\u0000${params.idempotencyKey}`, run.id)
         yield* publish(run.id)
+        yield* wake
         return { runId: run.id, created: true }
       }),
 
@@ -194,6 +199,8 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
           .sort((a, b) => (a.wakeAt ?? a.leaseUntil ?? 0) - (b.wakeAt ?? b.leaseUntil ?? 0))
           .slice(0, limit)
         return due.map((r): Store.Claimed => {
+          // Its lease expired while running: the worker that held it crashed or stalled.
+          r.crashes = r.status === "running" ? r.crashes + 1 : 0
           r.status = "running"
           r.leaseOwner = owner
           r.leaseUntil = at + leaseMs
@@ -207,6 +214,7 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
             version: r.version,
             epoch: r.leaseEpoch,
             attempts: r.attempts,
+            crashes: r.crashes,
             events: r.events.map(toRow)
           }
         })
@@ -231,7 +239,9 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
         run.parked = parked === true
         // Something arrived after the worker last looked: run again now rather than sleep past it.
         run.wakeAt = run.parked ? null : run.events.length > seenSeq ? at : wakeAt?.getTime() ?? null
+        run.crashes = 0
         run.updatedAt = at
+        if (run.wakeAt !== null && run.wakeAt <= at) yield* wake
       }),
 
     heartbeat: ({ leaseMs, owner, runIds }) =>
@@ -264,15 +274,32 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
           // it ends cancelled at once, and says so.
           insert(run, [event, { type: "RunCancelled", key: null, payload: { reason: "cancelled while parked: compensations were not run" } }], at)
           yield* publish(runId)
-          return { _tag: "Appended", seq: run.events.length } as const
+          return { _tag: "Delivered", seq: run.events.length } as const
         }
+        const delivered = event.type !== "SignalReceived" || awaiting(run, (event.payload as { name?: unknown }).name)
         insert(run, [event], at)
         if (event.type === "RunResumed") run.parked = false
         // A parked run stays parked until resumed; anything else becomes runnable now.
         if (!run.parked && run.status !== "running") run.wakeAt = at
         yield* publish(runId)
-        return { _tag: "Appended", seq: run.events.length } as const
+        yield* wake
+        return { _tag: delivered ? "Delivered" : "Buffered", seq: run.events.length } as const
       }),
+
+    nextWakeAt: (workflows) =>
+      Effect.gen(function*() {
+        const at = yield* now
+        const wanted = new Set(workflows.map((w) => `${w.name}\u0000${w.version}`))
+        let next: number | null = null
+        for (const r of runs.values()) {
+          if (!wanted.has(`${r.workflow}\u0000${r.version}`)) continue
+          const due = r.status === "running" ? r.leaseUntil : r.status === "pending" || r.status === "waiting" ? r.wakeAt : null
+          if (due !== null && due > at && (next === null || due < next)) next = due
+        }
+        return next === null ? null : new Date(next)
+      }),
+
+    wakeups: Stream.fromPubSub(wakeHub),
 
     read: (runId, afterSeq) => Effect.map(find(runId), (run) => run.events.slice(afterSeq).map(toRow)),
 
@@ -286,6 +313,21 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
   }
   return service
 })
+
+/**
+ * Whether the run has more waits for signal `name` than signals of that name: then the signal is
+ * delivered to a wait rather than kept for a later one. (Waits that timed out are not counted.)
+ */
+const awaiting = (run: MutableRun, name: unknown): boolean => {
+  const timedOut = new Set(run.events.filter((e) => e.type === "SignalTimedOut").map((e) => e.key))
+  const waits = run.events.filter((e) =>
+    e.type === "SignalAwaited" && !timedOut.has(e.key) && (Json.parse(e.payload) as { name?: unknown }).name === name
+  ).length
+  const received = run.events.filter((e) =>
+    e.type === "SignalReceived" && (Json.parse(e.payload) as { name?: unknown }).name === name
+  ).length
+  return waits > received
+}
 
 const sortKeys = (value: Json.Json): Json.Json => {
   if (Array.isArray(value)) return value.map(sortKeys)

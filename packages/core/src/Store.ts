@@ -57,6 +57,11 @@ export interface Claimed {
   readonly epoch: number
   /** How many times the run has been claimed, this claim included. */
   readonly attempts: number
+  /**
+   * How many claims in a row found the run's previous lease expired (its worker died or stalled
+   * holding it), this one included. A clean release resets it.
+   */
+  readonly crashes: number
   readonly events: ReadonlyArray<RunEvent.StoredRow>
 }
 
@@ -85,7 +90,10 @@ export interface StartParams {
  * @category models
  */
 export type SendResult =
-  | { readonly _tag: "Appended"; readonly seq: number }
+  /** Appended, and the run has a wait for it (a signal wait of that name, or a cancel or resume). */
+  | { readonly _tag: "Delivered"; readonly seq: number }
+  /** Appended and kept in the log until the workflow waits for a signal of that name. */
+  | { readonly _tag: "Buffered"; readonly seq: number }
   /** The same signal id was sent before: appended once, not twice. */
   | { readonly _tag: "Duplicate" }
   /** The run had already ended; nothing was written. */
@@ -197,6 +205,16 @@ export interface StoreService {
   readonly get: (runId: string) => Effect.Effect<RunRow, RunNotFound | StoreError>
   /** Hints that the run has new events (a wake-up, never the events themselves). */
   readonly changes: (runId: string) => Stream.Stream<void, StoreError>
+  /**
+   * Hints that some runs may have become runnable: a run was started or sent something, or a run
+   * was released to run now. Also emitted after the store's wake-up channel reconnects, when a
+   * hint may have been missed: a worker claims (polls) on every element.
+   */
+  readonly wakeups: Stream.Stream<void, StoreError>
+  /** The earliest future time a run of these workflow versions becomes claimable, if any. */
+  readonly nextWakeAt: (
+    workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+  ) => Effect.Effect<Date | null, StoreError>
   /** The store's clock: database time in Postgres, the Effect Clock in memory. */
   readonly now: Effect.Effect<Date, StoreError>
 }

@@ -1,20 +1,33 @@
 /**
  * The worker: claims runnable runs from the Store, executes each with the interpreter, and gives
- * them back. Stateless: any number of workers share one store, and a run that waits holds no
- * memory in any of them.
+ * them back. Stateless: any number of workers, in any number of processes, share one store, and a
+ * run that waits holds no memory in any of them.
  *
- * `drain` executes everything runnable now and returns, which is how tests drive time with the
- * TestClock; `run` is the loop a process keeps going (the Postgres worker adds NOTIFY wake-ups,
- * heartbeats and graceful shutdown on top of the same pieces).
+ * It wakes for three reasons, so that no wake-up is lost and none is late:
+ * - the store's hints (NOTIFY in Postgres) that a run became runnable, and after every reconnect
+ *   of that channel, when a hint may have been missed;
+ * - a local timer armed for the earliest `wakeAt` it knows of, so a 2-second sleep wakes in about
+ *   2 seconds rather than at the next poll;
+ * - a poll every `pollInterval`, always, as the backstop.
+ *
+ * One heartbeat call per interval extends the leases of every run it holds; a run the store says it
+ * no longer holds has its execution interrupted at once (the step's AbortSignal fires). A run whose
+ * previous worker died or stalled `crashLimit` times in a row is failed with `CrashLimitReached`
+ * instead of being handed to the next victim. Interrupting `run` (or closing `layer`'s scope)
+ * shuts down gracefully: no new claims, running steps finish and record (up to `shutdownTimeout`),
+ * and every run is given back runnable at once, so another worker resumes it without waiting for a
+ * lease to expire.
+ *
+ * `drain` executes everything runnable now and returns: how tests drive time with the TestClock.
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream } from "effect"
 import { Execution } from "./Execution.js"
 import * as Interpreter from "./Interpreter.js"
 import { Store } from "./Store.js"
 import type * as StoreModule from "./Store.js"
-import type * as Workflow from "./Workflow.js"
+import * as Workflow from "./Workflow.js"
 
 /**
  * @since 0.1.0
@@ -26,10 +39,16 @@ export interface Options<W extends Workflow.Any> {
   readonly concurrency?: number
   /** How long a claim is held without a heartbeat. Default 30 seconds. */
   readonly leaseDuration?: Duration.DurationInput
+  /** How often the leases of held runs are extended. Default a third of the lease. */
+  readonly heartbeatInterval?: Duration.DurationInput
   /** How often `run` looks for work when nothing woke it. Default 1 second. */
   readonly pollInterval?: Duration.DurationInput
   /** Waits due within this long stay in memory under the lease. Default 0. */
   readonly inMemoryWait?: Duration.DurationInput
+  /** Crashes in a row after which a run is failed with `CrashLimitReached`. Default 3. */
+  readonly crashLimit?: number
+  /** How long a graceful shutdown lets running steps finish. Default 10 seconds. */
+  readonly shutdownTimeout?: Duration.DurationInput
   /** Identifies this worker in leases. Default a random id. */
   readonly owner?: string
 }
@@ -53,11 +72,25 @@ export interface Worker {
   readonly owner: string
   /** Claims and executes until nothing is runnable now; returns what it executed. */
   readonly drain: Effect.Effect<ReadonlyArray<Executed>, StoreModule.StoreError>
-  /** Drains, then polls every `pollInterval`, forever. */
-  readonly run: Effect.Effect<never, StoreModule.StoreError>
+  /**
+   * Runs until interrupted, then shuts down gracefully. `onExecuted` hears of every execution's end.
+   */
+  readonly run: (onExecuted?: (executed: Executed) => Effect.Effect<void>) => Effect.Effect<never, StoreModule.StoreError>
 }
 
-const key = (name: string, version: string) => `${name}\u0000${version}`
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class WorkerTag extends Context.Tag("@chronicle/core/Worker")<WorkerTag, Worker>() {}
+
+const versionKey = (name: string, version: string) => `${name}\u0000${version}`
+
+interface Held {
+  readonly claimed: StoreModule.Claimed
+  fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined
+  lost: boolean
+}
 
 /**
  * A worker for these workflows. It needs the Store and every service the workflows need.
@@ -67,25 +100,31 @@ const key = (name: string, version: string) => `${name}\u0000${version}`
  */
 export const make = <W extends Workflow.Any>(
   options: Options<W>
-): Effect.Effect<Worker, never, Store | Exclude<Workflow.Requirements<W>, Execution>> =>
+): Effect.Effect<Worker, never, Store | Workflow.Requirements<W>> =>
   Effect.gen(function*() {
     const store = yield* Store
-    const context = (yield* Effect.context<Exclude<Workflow.Requirements<W>, Execution>>()) as Context.Context<unknown>
-    const registry = new Map(options.workflows.map((w) => [key(w.name, w.version), w]))
+    const context = Context.omit(Execution)(
+      (yield* Effect.context<Workflow.Requirements<W>>()) as Context.Context<Execution>
+    ) as Context.Context<unknown>
+    const registry = new Map(options.workflows.map((w) => [versionKey(w.name, w.version), w]))
     const versions = options.workflows.map((w) => ({ name: w.name, version: w.version }))
     const owner = options.owner ?? `worker-${crypto.randomUUID().slice(0, 8)}`
     const concurrency = options.concurrency ?? 10
     const leaseMs = Duration.toMillis(options.leaseDuration ?? "30 seconds")
+    const heartbeatMs = options.heartbeatInterval === undefined
+      ? Math.max(1, Math.floor(leaseMs / 3))
+      : Duration.toMillis(options.heartbeatInterval)
+    const pollMs = Duration.toMillis(options.pollInterval ?? "1 second")
+    const crashLimit = options.crashLimit ?? 3
     const inMemoryWait = options.inMemoryWait ?? 0
 
-    // Runs this worker holds, with their executions; one heartbeat call extends all their leases.
-    // A run the store says this worker no longer holds (its lease expired and another worker
-    // claimed it) has its execution interrupted at once: the step's AbortSignal fires, and
-    // nothing more is written (the store would refuse it anyway).
-    const held = new Map<string, { fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined; lost: boolean }>()
+    // Runs this worker holds, with their executions.
+    const held = new Map<string, Held>()
+    let stopping = false
+
     const heartbeat = Effect.gen(function*() {
       while (true) {
-        yield* Effect.sleep(Math.max(1, Math.floor(leaseMs / 3)))
+        yield* Effect.sleep(heartbeatMs)
         if (held.size === 0) continue
         const asked = [...held.keys()]
         const still = yield* store.heartbeat({ owner, runIds: asked, leaseMs }).pipe(Effect.option)
@@ -100,27 +139,41 @@ export const make = <W extends Workflow.Any>(
       }
     })
 
-    const executeOne = (claimed: StoreModule.Claimed) =>
+    /** Executes a claimed run; never fails on the run's account. */
+    const executeOne = (claimed: StoreModule.Claimed): Effect.Effect<Executed, StoreModule.StoreError> =>
       Effect.gen(function*() {
         // Claims are filtered by the versions this worker has, so the lookup cannot miss.
-        const workflow = registry.get(key(claimed.workflow, claimed.version))!
-        const entry: { fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined; lost: boolean } = {
-          fiber: undefined,
-          lost: false
+        const workflow = registry.get(versionKey(claimed.workflow, claimed.version))!
+        if (claimed.crashes >= crashLimit) {
+          const result = yield* Interpreter.fail(
+            store,
+            claimed,
+            workflow,
+            new Workflow.CrashLimitReached({ crashes: claimed.crashes, limit: crashLimit })
+          )
+          return { runId: claimed.runId, result }
         }
+        const entry: Held = { claimed, fiber: undefined, lost: false }
         held.set(claimed.runId, entry)
-        entry.fiber = yield* Effect.fork(Interpreter.execute({
+        entry.fiber = yield* Effect.forkDaemon(Interpreter.execute({
           store,
           claimed,
           workflow,
-          context: Context.omit(Execution)(context as Context.Context<Execution>) as Context.Context<unknown>,
-          inMemoryWait
+          context,
+          inMemoryWait,
+          stopping: () => stopping
         }))
-        const exit = yield* Fiber.await(entry.fiber).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
+        const fiber = entry.fiber
+        const exit = yield* Fiber.await(fiber).pipe(
+          // Whoever waits for the execution owns it: interrupting the wait (a test "crashing" a
+          // worker, a caller giving up) stops the execution too.
+          Effect.onInterrupt(() => Fiber.interrupt(fiber)),
+          Effect.ensuring(Effect.sync(() => held.delete(claimed.runId)))
+        )
         const result: Interpreter.Result = Exit.isFailure(exit) && entry.lost && Exit.isInterrupted(exit)
           ? { _tag: "LeaseLost" }
           : yield* exit
-        return { runId: claimed.runId, result } satisfies Executed
+        return { runId: claimed.runId, result }
       })
 
     const drain = Effect.gen(function*() {
@@ -133,15 +186,82 @@ export const make = <W extends Workflow.Any>(
       }
     }).pipe(Effect.scoped)
 
-    const run = Effect.gen(function*() {
-      while (true) {
-        yield* drain
-        yield* Effect.sleep(options.pollInterval ?? "1 second")
+    /** Graceful shutdown: let running work record, then give every held run back. */
+    const shutdown = Effect.gen(function*() {
+      stopping = true
+      const running = [...held.values()].flatMap((h) => (h.fiber ? [h.fiber] : []))
+      const finished = yield* Fiber.awaitAll(running).pipe(
+        Effect.timeoutOption(options.shutdownTimeout ?? "10 seconds")
+      )
+      if (Option.isSome(finished)) return
+      // Past the deadline: stop what is left and hand it over now rather than at lease expiry.
+      for (const entry of [...held.values()]) {
+        if (entry.fiber) yield* Fiber.interrupt(entry.fiber)
+        yield* store.release({
+          runId: entry.claimed.runId,
+          epoch: entry.claimed.epoch,
+          seenSeq: 0,
+          wakeAt: yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
+        }).pipe(Effect.ignore)
       }
-    }) as Effect.Effect<never, StoreModule.StoreError>
+    })
+
+    const run = (onExecuted: (executed: Executed) => Effect.Effect<void> = () => Effect.void) =>
+      Effect.gen(function*() {
+        const wake = yield* Queue.sliding<void>(1)
+        const poke = Queue.offer(wake, undefined)
+        yield* Effect.addFinalizer(() => shutdown)
+        yield* Effect.forkScoped(heartbeat)
+        // Hints first, then the first claim: a hint sent in between is not lost.
+        yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
+        let inFlight = 0
+        while (true) {
+          const free = concurrency - inFlight
+          if (free > 0 && !stopping) {
+            const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions }).pipe(
+              Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
+            )
+            for (const c of claimed) {
+              inFlight++
+              yield* executeOne(c).pipe(
+                Effect.flatMap(onExecuted),
+                Effect.ignore,
+                Effect.ensuring(Effect.zipRight(Effect.sync(() => inFlight--), poke)),
+                Effect.forkDaemon
+              )
+            }
+            // A full batch: there may be more right now.
+            if (claimed.length === free) continue
+          }
+          const next = yield* store.nextWakeAt(versions).pipe(Effect.orElseSucceed(() => null))
+          const at = yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
+          const untilNext = next === null ? pollMs : Math.max(0, next.getTime() - at.getTime())
+          yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(Math.min(pollMs, untilNext)))
+        }
+      }).pipe(Effect.scoped) as Effect.Effect<never, StoreModule.StoreError>
 
     return { owner, drain, run } satisfies Worker
   })
+
+/**
+ * A worker running for the life of the layer, in the background; closing the layer shuts it down
+ * gracefully.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = <W extends Workflow.Any>(
+  options: Options<W>
+): Layer.Layer<WorkerTag, never, Store | Workflow.Requirements<W>> =>
+  Layer.scoped(
+    WorkerTag,
+    Effect.gen(function*() {
+      const worker = yield* make(options)
+      const fiber = yield* Effect.forkDaemon(worker.run())
+      yield* Effect.addFinalizer(() => Fiber.interrupt(fiber))
+      return worker
+    })
+  )
 
 /**
  * The last result for a run in a drain's report, if it was executed.
@@ -151,3 +271,4 @@ export const make = <W extends Workflow.Any>(
  */
 export const resultOf = (executed: ReadonlyArray<Executed>, runId: string): Option.Option<Interpreter.Result> =>
   Option.fromNullable(executed.filter((e) => e.runId === runId).at(-1)?.result)
+

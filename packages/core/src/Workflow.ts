@@ -43,18 +43,35 @@ export class SignalTimeout extends Schema.TaggedError<SignalTimeout>()("SignalTi
 }
 
 /**
+ * The run's worker died or stalled holding it this many times in a row, so it was failed rather
+ * than handed to yet another worker (raise the worker's `crashLimit` to allow more).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CrashLimitReached extends Schema.TaggedError<CrashLimitReached>()("CrashLimitReached", {
+  crashes: Schema.Int,
+  limit: Schema.Int
+}) {
+  override get message(): string {
+    return `The run's worker crashed or stalled ${this.crashes} times in a row while running it ` +
+      `(limit ${this.limit}); it was failed instead of being retried again`
+  }
+}
+
+/**
  * The errors Chronicle itself may end a run with, besides the workflow's own.
  *
  * @since 0.1.0
  * @category errors
  */
-export type BuiltinError = StepTimeout | Json.NotSerializable | SignalTimeout
+export type BuiltinError = StepTimeout | Json.NotSerializable | SignalTimeout | CrashLimitReached
 
 /**
  * @since 0.1.0
  * @category schemas
  */
-export const BuiltinError = Schema.Union(StepTimeout, Json.NotSerializable, SignalTimeout)
+export const BuiltinError = Schema.Union(StepTimeout, Json.NotSerializable, SignalTimeout, CrashLimitReached)
 
 /**
  * A workflow definition: its name and version, the Schemas of its input, success and error, and

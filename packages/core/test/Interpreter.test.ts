@@ -147,7 +147,7 @@ describe("cancellation", () => {
       const { runId } = yield* Client.start(W, undefined)
       const running = yield* Effect.fork(w.drain)
       yield* Deferred.await(started)
-      assert.strictEqual((yield* Client.cancel(runId, "customer changed their mind"))._tag, "Appended")
+      assert.strictEqual((yield* Client.cancel(runId, "customer changed their mind"))._tag, "Delivered")
       const executed = yield* Fiber.join(running)
       assert.deepStrictEqual(executed.map((e) => e.result._tag), ["Cancelled"])
       assert.isTrue(aborted, "the running step's AbortSignal fired")

@@ -171,7 +171,7 @@ describe("approval signals", () => {
       const w = yield* worker([Approve])
       const { runId } = yield* Client.start(Approve, { doc: "contract" })
       const sent = yield* Client.signal(runId, "approval", { approved: true, by: "ana" }, { id: "s1" })
-      assert.strictEqual(sent._tag, "Appended")
+      assert.strictEqual(sent._tag, "Buffered", "no wait yet: kept in the log")
       assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
       assert.strictEqual(yield* Client.result(Approve, runId), "contract: approved by ana")
     }).pipe(Effect.provide(StoreLayer)))
@@ -182,7 +182,7 @@ describe("approval signals", () => {
       const { runId } = yield* Client.start(Approve, { doc: "budget" })
       assert.deepStrictEqual((yield* w.drain).map((e) => e.result), [{ _tag: "Suspended", wakeAt: null }])
       assert.deepStrictEqual(yield* w.drain, [], "waiting for a signal, the run is not claimable")
-      assert.strictEqual((yield* Client.signal(runId, "approval", { approved: false, by: "bo" }, { id: "s1" }))._tag, "Appended")
+      assert.strictEqual((yield* Client.signal(runId, "approval", { approved: false, by: "bo" }, { id: "s1" }))._tag, "Delivered")
       assert.strictEqual((yield* Client.signal(runId, "approval", { approved: true, by: "bo" }, { id: "s1" }))._tag, "Duplicate")
       assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
       assert.strictEqual(yield* Client.result(Approve, runId), "budget: rejected by bo")
@@ -345,7 +345,7 @@ describe("nondeterminism", () => {
       assert.deepStrictEqual(yield* deployed.drain, [], "a parked run is never retried automatically")
 
       // The fix: deploy code that matches the log again, then resume.
-      assert.strictEqual((yield* Client.resume(runId))._tag, "Appended")
+      assert.strictEqual((yield* Client.resume(runId))._tag, "Delivered")
       const fixed = yield* worker([original])
       assert.deepStrictEqual((yield* fixed.drain).map((e) => e.result._tag), ["Completed"])
       assert.strictEqual(yield* Client.result(original, runId), "charge then now")
