@@ -38,10 +38,13 @@ CREATE TABLE "chronicle".runs (
     lease_until timestamp with time zone,
     lease_epoch bigint DEFAULT 0 NOT NULL,
     last_seq integer DEFAULT 0 NOT NULL,
-    attempts integer DEFAULT 0 NOT NULL
+    attempts integer DEFAULT 0 NOT NULL,
+    crashes integer DEFAULT 0 NOT NULL,
+    parked boolean DEFAULT false NOT NULL
 );
 
 ALTER TABLE "chronicle".runs ADD CONSTRAINT runs_last_seq_check CHECK ((last_seq >= 0));
+ALTER TABLE "chronicle".runs ADD CONSTRAINT runs_parked_unscheduled CHECK (((NOT parked) OR (wake_at IS NULL)));
 ALTER TABLE "chronicle".runs ADD CONSTRAINT runs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'waiting'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])));
 ALTER TABLE "chronicle".runs ADD CONSTRAINT runs_terminal_unleased CHECK (((status <> ALL (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) OR ((lease_owner IS NULL) AND (wake_at IS NULL))));
 ALTER TABLE "chronicle".runs ADD CONSTRAINT runs_pkey PRIMARY KEY (id);

@@ -14,4 +14,6 @@ export * as PgListener from "./PgListener.js"
 /** @since 0.1.0 */
 export * as PgPool from "./PgPool.js"
 /** @since 0.1.0 */
+export * as PgStore from "./PgStore.js"
+/** @since 0.1.0 */
 export * as SchemaName from "./SchemaName.js"

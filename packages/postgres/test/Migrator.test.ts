@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process"
+import { readdirSync } from "node:fs"
 import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -30,6 +31,9 @@ const scratchMigrations = Effect.acquireRelease(
   (dir) => Effect.promise(() => rm(dir, { recursive: true, force: true }))
 )
 
+/** Every migration file, in order, as the runner names them. */
+const ALL: ReadonlyArray<string> = readdirSync(Migrator.defaultDirectory).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort()
+
 const tables = (schema: string) =>
   Effect.flatMap(PgPool.PgPool, (pool) =>
     pool.query<{ table_name: string }>(
@@ -43,19 +47,19 @@ describe("Migrator", () => {
     Effect.gen(function*() {
       const first = yield* Migrator.migrate()
       assert.strictEqual(first.schema, "chronicle")
-      assert.deepStrictEqual(first.applied, ["0001_init.sql"])
+      assert.deepStrictEqual(first.applied, ALL)
       assert.strictEqual(first.alreadyApplied, 0)
       assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations"])
       const second = yield* Migrator.migrate()
       assert.deepStrictEqual(second.applied, [])
-      assert.strictEqual(second.alreadyApplied, 1)
+      assert.strictEqual(second.alreadyApplied, ALL.length)
     }).pipe(Effect.provide(freshPool)))
 
   it.scopedLive("migrates a configured schema next to the default one", () =>
     Effect.gen(function*() {
       yield* Migrator.migrate()
       const report = yield* Migrator.migrate({ schema: "tenant_a" })
-      assert.deepStrictEqual(report.applied, ["0001_init.sql"])
+      assert.deepStrictEqual(report.applied, ALL)
       assert.deepStrictEqual(yield* tables("tenant_a"), ["events", "runs", "schedules", "schema_migrations"])
     }).pipe(Effect.provide(freshPool)))
 
@@ -97,9 +101,10 @@ describe("Migrator", () => {
   it.scopedLive("refuses a database that is ahead of the code", () =>
     Effect.gen(function*() {
       const dir = yield* scratchMigrations
-      yield* Effect.promise(() => writeFile(join(dir, "0002_extra.sql"), "CREATE TABLE :CHRONICLE_SCHEMA.extra (id int);"))
+      const extra = join(dir, `${String(ALL.length + 1).padStart(4, "0")}_extra.sql`)
+      yield* Effect.promise(() => writeFile(extra, "CREATE TABLE :CHRONICLE_SCHEMA.extra (id int);"))
       yield* Migrator.migrate({ directory: dir })
-      yield* Effect.promise(() => rm(join(dir, "0002_extra.sql")))
+      yield* Effect.promise(() => rm(extra))
       const error = yield* Effect.flip(Migrator.migrate({ directory: dir }))
       assert.strictEqual(error._tag === "MigrationError" && error.reason, "DatabaseAhead")
     }).pipe(Effect.provide(freshPool)))
@@ -107,33 +112,37 @@ describe("Migrator", () => {
   it.scopedLive("rolls a failing file back whole and records only what succeeded", () =>
     Effect.gen(function*() {
       const dir = yield* scratchMigrations
+      const broken = `${String(ALL.length + 1).padStart(4, "0")}_broken.sql`
       yield* Effect.promise(() =>
         writeFile(
-          join(dir, "0002_broken.sql"),
+          join(dir, broken),
           "CREATE TABLE :CHRONICLE_SCHEMA.half_done (id int);\nSELECT * FROM :CHRONICLE_SCHEMA.no_such_table;"
         )
       )
       const error = yield* Effect.flip(Migrator.migrate({ directory: dir }))
       assert.strictEqual(error._tag === "MigrationError" && error.reason, "Failed")
-      assert.strictEqual(error._tag === "MigrationError" && error.file, "0002_broken.sql")
+      assert.strictEqual(error._tag === "MigrationError" && error.file, broken)
       assert.match(error.message, /no_such_table/)
       assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations"])
       const pool = yield* PgPool.PgPool
       const recorded = yield* pool.query<{ name: string }>("SELECT name FROM chronicle.schema_migrations ORDER BY id")
-      assert.deepStrictEqual(recorded.map((r) => r.name), ["0001_init.sql"])
+      assert.deepStrictEqual(recorded.map((r) => r.name), ALL)
     }).pipe(Effect.provide(freshPool)))
 
   it.effect("refuses badly named or numbered files", () =>
     Effect.gen(function*() {
       const dir = yield* scratchMigrations
-      yield* Effect.promise(() => writeFile(join(dir, "0003_gap.sql"), "SELECT 1;"))
+      const n = ALL.length
+      const gapFile = `${String(n + 2).padStart(4, "0")}_gap.sql`
+      yield* Effect.promise(() => writeFile(join(dir, gapFile), "SELECT 1;"))
       const gap = yield* Effect.flip(Migrator.load(dir))
       assert.strictEqual(gap.reason, "BadFiles")
-      assert.match(gap.message, /expected migration number 2, found 3/)
-      yield* Effect.promise(() => rm(join(dir, "0003_gap.sql")))
-      yield* Effect.promise(() => writeFile(join(dir, "0002_Bad-Name.sql"), "SELECT 1;"))
+      assert.match(gap.message, new RegExp(`expected migration number ${n + 1}, found ${n + 2}`))
+      yield* Effect.promise(() => rm(join(dir, gapFile)))
+      const badFile = `${String(n + 1).padStart(4, "0")}_Bad-Name.sql`
+      yield* Effect.promise(() => writeFile(join(dir, badFile), "SELECT 1;"))
       const badName = yield* Effect.flip(Migrator.load(dir))
-      assert.match(badName.message, /0002_Bad-Name.sql.*expected a name like 0001_init.sql/)
+      assert.match(badName.message, /Bad-Name.sql.*expected a name like 0001_init.sql/)
     }).pipe(Effect.scoped))
 
   it.scopedLive("serialises two processes migrating the same database at once", () =>
@@ -143,7 +152,7 @@ describe("Migrator", () => {
       // A slow second file makes the two processes overlap for certain: without the lock the
       // second would fail on the tables the first is creating.
       yield* Effect.promise(() =>
-        writeFile(join(dir, "0002_slow.sql"), "SELECT pg_sleep(1.5);\nCREATE TABLE :CHRONICLE_SCHEMA.slow (id int);")
+        writeFile(join(dir, `${String(ALL.length + 1).padStart(4, "0")}_slow.sql`), "SELECT pg_sleep(1.5);\nCREATE TABLE :CHRONICLE_SCHEMA.slow (id int);")
       )
       const child = () =>
         Effect.promise(() =>
@@ -153,12 +162,13 @@ describe("Migrator", () => {
         ).pipe(Effect.map(({ stdout }) => JSON.parse(stdout) as Migrator.Report))
       const reports = yield* Effect.all([child(), child()], { concurrency: 2 })
       const applied = reports.map((r) => r.applied.length).sort()
-      assert.deepStrictEqual(applied, [0, 2], JSON.stringify(reports))
-      assert.deepStrictEqual(reports.map((r) => r.alreadyApplied).sort(), [0, 2])
+      const total = ALL.length + 1
+      assert.deepStrictEqual(applied, [0, total], JSON.stringify(reports))
+      assert.deepStrictEqual(reports.map((r) => r.alreadyApplied).sort(), [0, total])
       const rows = yield* Effect.flatMap(PgPool.PgPool, (p) =>
         p.query<{ n: number }>("SELECT count(*)::int AS n FROM chronicle.schema_migrations")
       ).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
-      assert.strictEqual(rows[0]?.n, 2)
+      assert.strictEqual(rows[0]?.n, total)
     }), 60_000)
 })
 

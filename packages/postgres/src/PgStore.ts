@@ -1,0 +1,436 @@
+/**
+ * The Store on Postgres: runs and their logs in the application's database, appends fenced by the
+ * lease epoch, claims in batches, leases and timers in database time, and NOTIFY wake-ups on the
+ * process's one LISTEN connection (polling stays the backstop: see `Worker`).
+ *
+ * @example
+ * const layer = PgStore.layer({ connectionString: process.env.DATABASE_URL! })
+ *
+ * @since 0.1.0
+ */
+import type { Redacted } from "effect"
+import { Effect, Either, Layer, Stream } from "effect"
+import { Json, RunEvent, Store } from "@chronicle/core"
+import type { RunStatus } from "@chronicle/core"
+import * as Append from "./internal/sql/appendEvents.js"
+import * as Claim from "./internal/sql/claimRuns.js"
+import { releaseRun } from "./internal/sql/releaseRun.js"
+import * as Send from "./internal/sql/sendEvent.js"
+import { startRun } from "./internal/sql/startRun.js"
+import type * as PgError from "./PgError.js"
+import * as PgListener from "./PgListener.js"
+import * as PgPool from "./PgPool.js"
+import * as SchemaName from "./SchemaName.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** The schema migrated with Chronicle's tables. Default "chronicle". */
+  readonly schema?: string
+}
+
+/** Something that runs a statement: the pool, or one connection (an application's transaction). */
+export interface Queryable {
+  readonly query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<R>, PgError.PgError>
+}
+
+/**
+ * The NOTIFY channels of a schema: runs that became runnable (`_wake`), and runs with new events
+ * for their watchers (`_events`). Payloads are run ids only.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const channels = (schema: string) => ({ wake: `${schema}_wake`, events: `${schema}_events` })
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+const storeError = (op: string) => (e: PgError.PgError) =>
+  new Store.StoreError({ op, message: e.message, retryable: e.retryable, cause: e })
+
+interface EventRow {
+  readonly seq: number
+  readonly type: string
+  readonly key: string | null
+  readonly payload: Json.Json
+  readonly at: Date | string
+}
+
+const toStoredRow = (row: EventRow): RunEvent.StoredRow => ({
+  seq: Number(row.seq),
+  type: row.type,
+  key: row.key,
+  payload: row.payload,
+  at: row.at instanceof Date ? row.at : new Date(row.at)
+})
+
+interface RunRowDb {
+  readonly id: string
+  readonly workflow: string
+  readonly version: string
+  readonly status: RunStatus.RunStatus
+  readonly input: Json.Json
+  readonly output: Json.Json | null
+  readonly error: Json.Json | null
+  readonly idempotency_key: string | null
+  readonly parent_id: string | null
+  readonly tags: ReadonlyArray<string>
+  readonly created_at: Date
+  readonly updated_at: Date
+  readonly wake_at: Date | null
+  readonly lease_owner: string | null
+  readonly lease_until: Date | null
+  readonly lease_epoch: string
+  readonly last_seq: number
+  readonly attempts: number
+  readonly parked: boolean
+}
+
+/** @internal */
+export const toRunRow = (r: RunRowDb): Store.RunRow => ({
+  id: r.id,
+  workflow: r.workflow,
+  version: r.version,
+  status: r.status,
+  input: r.input,
+  output: r.output,
+  error: r.error,
+  idempotencyKey: r.idempotency_key,
+  parentId: r.parent_id,
+  tags: r.tags,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+  wakeAt: r.wake_at,
+  leaseOwner: r.lease_owner,
+  leaseUntil: r.lease_until,
+  leaseEpoch: Number(r.lease_epoch),
+  lastSeq: r.last_seq,
+  attempts: r.attempts,
+  parked: r.parked
+})
+
+/** @internal */
+export const RUN_COLUMNS = `id::text AS id, workflow, version, status, input, output, error, idempotency_key,
+  parent_id::text AS parent_id, tags, created_at, updated_at, wake_at, lease_owner, lease_until,
+  lease_epoch::text AS lease_epoch, last_seq, attempts, parked`
+
+const terminalOf = (events: ReadonlyArray<RunEvent.Stored>) => {
+  const last = events.find((e) => RunEvent.terminalTypes.includes(e.type as RunEvent.Type))
+  if (last === undefined) return { status: null, output: null, error: null }
+  const payload = last.payload as Record<string, Json.Json>
+  return last.type === "RunCompleted"
+    ? { status: "completed", output: JSON.stringify(payload["output"] ?? null), error: null }
+    : last.type === "RunFailed"
+    ? { status: "failed", output: null, error: JSON.stringify(payload["cause"] ?? null) }
+    : { status: "cancelled", output: null, error: null }
+}
+
+const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
+  events.map((e) => e.type),
+  events.map((e) => e.key),
+  events.map((e) => JSON.stringify(e.payload))
+]
+
+/**
+ * The statement that starts a run, for callers that run it on their own connection inside their
+ * own transaction (`PgClient.start` with `{ connection }`): the run exists if and only if that
+ * transaction commits.
+ *
+ * @since 0.1.0
+ * @category transactions
+ */
+export const startOn = (
+  on: Queryable,
+  schema: string,
+  params: Store.StartParams
+): Effect.Effect<{ readonly runId: string; readonly created: boolean }, Store.StoreError | Store.InputMismatch> =>
+  on.query<{ id: string; created: boolean; same_input: boolean }>(startRun(SchemaName.quote(schema)), [
+    params.runId,
+    params.workflow,
+    params.version,
+    JSON.stringify(params.input),
+    params.idempotencyKey ?? null,
+    params.parentId ?? null,
+    params.tags,
+    params.startAt ?? null,
+    JSON.stringify(params.started.payload),
+    channels(schema).wake
+  ]).pipe(
+    Effect.mapError(storeError("start")),
+    Effect.flatMap(([row]): Effect.Effect<{ readonly runId: string; readonly created: boolean }, Store.StoreError | Store.InputMismatch> => {
+      if (row === undefined) return Effect.fail(new Store.StoreError({ op: "start", message: "start returned no row", retryable: true }))
+      if (!row.created && !row.same_input) {
+        return Effect.fail(
+          new Store.InputMismatch({ workflow: params.workflow, idempotencyKey: params.idempotencyKey ?? "", runId: row.id })
+        )
+      }
+      return Effect.succeed({ runId: row.id, created: row.created })
+    })
+  )
+
+/**
+ * The Store on a pool and a listener.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options = {}): Effect.Effect<
+  Store.StoreService,
+  SchemaName.InvalidIdentifier | PgError.PgError,
+  PgPool.PgPool | PgListener.PgListener
+> =>
+  Effect.gen(function*() {
+    const schema = yield* SchemaName.validate(options.schema ?? SchemaName.DEFAULT)
+    const s = SchemaName.quote(schema)
+    const pool = yield* PgPool.PgPool
+    const listener = yield* PgListener.PgListener
+    const channel = channels(schema)
+    const sql = {
+      claim: Claim.claimRuns(s),
+      nextWakeAt: Claim.nextWakeAt(s),
+      heartbeat: Claim.heartbeat(s),
+      fence: Append.fence(s),
+      insert: Append.insert(s),
+      read: Append.readEvents(s),
+      release: releaseRun(s),
+      lock: Send.lock(s),
+      signalState: Send.signalState(s),
+      sendAppend: Send.append(s),
+      get: `SELECT ${RUN_COLUMNS} FROM ${s}.runs WHERE id = $1::uuid`
+    }
+
+    // Database time without a round trip: the offset of the database clock from ours, measured
+    // as a lower bound (database time read minus our clock after the reply), so a time computed
+    // from it is never ahead of the database: a timer fired by it is never early.
+    let offset = 0
+    const measure = Effect.gen(function*() {
+      const [row] = yield* pool.query<{ now: Date }>("SELECT now() AS now")
+      if (row) offset = row.now.getTime() - Date.now()
+    })
+    yield* measure
+    const now = Effect.sync(() => new Date(Date.now() + offset))
+    const observe = (dbNow: Date | undefined) => {
+      if (dbNow) offset = Math.min(offset, dbNow.getTime() - Date.now())
+    }
+
+    const versions = (workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>) => [
+      workflows.map((w) => w.name),
+      workflows.map((w) => w.version)
+    ]
+
+    const checkId = (runId: string) =>
+      UUID.test(runId) ? Effect.void : Effect.fail(new Store.RunNotFound({ runId }))
+
+    const readRows = (runId: string, afterSeq: number) =>
+      pool.query<EventRow>(sql.read, [runId, afterSeq]).pipe(Effect.map((rows) => rows.map(toStoredRow)))
+
+    type AppendResult = Either.Either<ReadonlyArray<RunEvent.StoredRow>, Store.LeaseLost>
+    const appendOnce = (params: Parameters<Store.StoreService["append"]>[0]): Effect.Effect<AppendResult, PgError.PgError> =>
+      pool.transaction((conn) =>
+        Effect.gen(function*() {
+          const terminal = terminalOf(params.events)
+          const [fenced] = yield* conn.query<{ last_seq: number }>(sql.fence, [
+            params.runId,
+            params.epoch,
+            params.events.length,
+            terminal.status,
+            terminal.output,
+            terminal.error
+          ])
+          if (fenced === undefined) return Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })) as AppendResult
+          const base = fenced.last_seq - params.events.length
+          const rows = yield* conn.query<EventRow>(sql.insert, [params.runId, params.afterSeq, base, ...columns(params.events)])
+          if (terminal.status !== null) yield* conn.query("SELECT pg_notify($1, $2)", [channel.events, params.runId])
+          return Either.right(rows.map(toStoredRow)) as AppendResult
+        })
+      )
+
+    /**
+     * After an ambiguous commit (the connection dropped during COMMIT), the append may or may not
+     * have happened. Look: if the log ends with exactly these events, they were ours and this is
+     * a success; otherwise nothing was written and the append is tried again.
+     */
+    const appendOrRecover = (params: Parameters<Store.StoreService["append"]>[0]) =>
+      appendOnce(params).pipe(
+        Effect.catchAll((error) =>
+          error.retryable
+            ? readRows(params.runId, params.afterSeq).pipe(
+              Effect.flatMap((rows) => {
+                const tail = rows.slice(-params.events.length)
+                const ours = tail.length === params.events.length &&
+                  tail.every((row, i) => {
+                    const event = params.events[i]!
+                    return row.type === event.type && row.key === event.key &&
+                      JSON.stringify(row.payload) === JSON.stringify(Json.parse(JSON.stringify(event.payload)))
+                  })
+                return ours ? Effect.succeed(Either.right(rows) as AppendResult) : appendOnce(params)
+              })
+            )
+            : Effect.fail(error)
+        )
+      )
+
+    const service: Store.StoreService = {
+      now,
+
+      start: (params) => startOn(pool, schema, params),
+
+      claim: ({ leaseMs, limit, owner, workflows }) =>
+        pool.query<{
+          id: string
+          workflow: string
+          version: string
+          epoch: string
+          attempts: number
+          crashes: number
+          events: ReadonlyArray<EventRow>
+        }>(sql.claim, [limit, ...versions(workflows), owner, leaseMs]).pipe(
+          Effect.map((rows) =>
+            rows.map((r): Store.Claimed => ({
+              runId: r.id,
+              workflow: r.workflow,
+              version: r.version,
+              epoch: Number(r.epoch),
+              attempts: r.attempts,
+              crashes: r.crashes,
+              events: r.events.map(toStoredRow)
+            }))
+          ),
+          Effect.mapError(storeError("claim"))
+        ),
+
+      append: (params) =>
+        appendOrRecover(params).pipe(
+          Effect.mapError(storeError("append")),
+          Effect.flatMap((result) => Either.isLeft(result) ? Effect.fail(result.left) : Effect.succeed(result.right))
+        ),
+
+      release: ({ epoch, parked, runId, seenSeq, wakeAt }) =>
+        pool.query<{ id: string }>(sql.release, [runId, epoch, seenSeq, wakeAt, parked === true, channel.wake]).pipe(
+          Effect.mapError(storeError("release")),
+          Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new Store.LeaseLost({ runId, epoch })) : Effect.void))
+        ),
+
+      heartbeat: ({ leaseMs, owner, runIds }) =>
+        pool.query<{ id: string }>(sql.heartbeat, [runIds, owner, leaseMs]).pipe(
+          Effect.map((rows) => rows.map((r) => r.id)),
+          Effect.mapError(storeError("heartbeat"))
+        ),
+
+      send: (runId, event) =>
+        Effect.gen(function*() {
+          yield* checkId(runId)
+          return yield* pool.transaction((conn) =>
+            Effect.gen(function*() {
+              const [run] = yield* conn.query<{ status: RunStatus.RunStatus; parked: boolean }>(sql.lock, [runId])
+              if (run === undefined) return yield* new Store.RunNotFound({ runId })
+              if (run.status === "completed" || run.status === "failed" || run.status === "cancelled") {
+                return { _tag: "Finished", status: run.status } as const
+              }
+              let delivered = true
+              if (event.type === "SignalReceived") {
+                const name = (event.payload as { name?: unknown }).name
+                const [state] = yield* conn.query<{ duplicate: boolean; awaited: boolean }>(sql.signalState, [runId, event.key, name])
+                if (state?.duplicate) return { _tag: "Duplicate" } as const
+                delivered = state?.awaited ?? false
+              }
+              if (event.type === "RunResumed" && !run.parked) {
+                return { _tag: "Ignored", reason: "the run is not parked" } as const
+              }
+              // A parked run's code does not match its log, so nothing can be replayed to
+              // compensate: cancelling it ends it at once, and says so.
+              const cancelParked = event.type === "CancelRequested" && run.parked
+              const events = cancelParked
+                ? [event, { type: "RunCancelled", key: null, payload: { reason: "cancelled while parked: compensations were not run" } }]
+                : [event]
+              const [appended] = yield* conn.query<{ last_seq: number }>(sql.sendAppend, [
+                runId,
+                events.length,
+                event.type === "RunResumed" ? false : run.parked && !cancelParked,
+                cancelParked ? "cancelled" : null,
+                event.type === "CancelRequested",
+                ...columns(events),
+                channel.events,
+                channel.wake
+              ])
+              const seq = appended?.last_seq ?? 0
+              return { _tag: delivered ? "Delivered" : "Buffered", seq } as const
+            })
+          )
+        }).pipe(Effect.catchTag("PgError", (e) => Effect.fail(storeError("send")(e)))),
+
+      read: (runId, afterSeq) =>
+        Effect.gen(function*() {
+          yield* checkId(runId)
+          const rows = yield* readRows(runId, afterSeq).pipe(Effect.mapError(storeError("read")))
+          if (rows.length === 0 && afterSeq === 0) yield* service.get(runId)
+          return rows
+        }),
+
+      get: (runId) =>
+        Effect.gen(function*() {
+          yield* checkId(runId)
+          const [row] = yield* pool.query<RunRowDb>(sql.get, [runId]).pipe(Effect.mapError(storeError("get")))
+          if (row === undefined) return yield* new Store.RunNotFound({ runId })
+          return toRunRow(row)
+        }),
+
+      changes: (runId) =>
+        listener.listen(channel.events).pipe(
+          Stream.filter((e) => e._tag === "Listening" || e.payload === runId),
+          Stream.as(undefined),
+          Stream.mapError((e) => new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e }))
+        ),
+
+      wakeups: listener.listen(channel.wake).pipe(
+        Stream.as(undefined),
+        Stream.mapError((e) => new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e }))
+      ),
+
+      nextWakeAt: (workflows) =>
+        pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(
+          Effect.tap(([row]) => Effect.sync(() => observe(row?.db_now))),
+          Effect.map(([row]) => row?.next ?? null),
+          Effect.mapError(storeError("nextWakeAt"))
+        )
+    }
+    return service
+  })
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface LayerOptions extends Options {
+  readonly connectionString: Redacted.Redacted<string> | string
+  /** Pool size. Default 10. */
+  readonly max?: number
+  readonly applicationName?: string
+}
+
+/**
+ * The Store with its own pool and LISTEN connection, for the life of the layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: LayerOptions): Layer.Layer<
+  Store.Store | PgPool.PgPool | PgListener.PgListener,
+  SchemaName.InvalidIdentifier | PgError.PgError
+> => {
+  const connection = {
+    connectionString: options.connectionString,
+    ...(options.applicationName === undefined ? {} : { applicationName: options.applicationName })
+  }
+  return Layer.effect(Store.Store, make(options)).pipe(
+    Layer.provideMerge(
+      Layer.merge(
+        PgPool.layer({ ...connection, ...(options.max === undefined ? {} : { max: options.max }) }),
+        PgListener.layer(connection)
+      )
+    )
+  )
+}
+

@@ -1,0 +1,53 @@
+/**
+ * Claiming: one statement picks up to `$1` runnable runs of the worker's workflow versions (due
+ * pending/waiting runs, and running runs whose lease expired), leases them with a new epoch, and
+ * returns each with its whole log. `FOR UPDATE SKIP LOCKED` in a CTE, then `UPDATE ... FROM`: never
+ * `IN (subquery LIMIT n)`, which can lock more rows than asked. A run claimed from an expired lease
+ * counts a crash; a claim from `waiting` resets the count. Leases use database time only.
+ *
+ * @internal
+ */
+export const claimRuns = (s: string) => `
+WITH due AS (
+  SELECT r.id FROM ${s}.runs r
+  WHERE (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
+    AND ((r.status IN ('pending', 'waiting') AND r.wake_at <= now())
+      OR (r.status = 'running' AND r.lease_until < now()))
+  ORDER BY coalesce(r.wake_at, r.lease_until)
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE ${s}.runs r
+  SET status = 'running',
+      lease_owner = $4::text,
+      lease_until = now() + $5::bigint * interval '1 millisecond',
+      lease_epoch = r.lease_epoch + 1,
+      attempts = r.attempts + 1,
+      crashes = CASE WHEN r.status = 'running' THEN r.crashes + 1 ELSE 0 END,
+      wake_at = NULL,
+      updated_at = now()
+  FROM due WHERE r.id = due.id
+  RETURNING r.id, r.workflow, r.version, r.lease_epoch, r.attempts, r.crashes
+)
+SELECT c.id::text AS id, c.workflow, c.version, c.lease_epoch::text AS epoch, c.attempts, c.crashes,
+       coalesce((SELECT json_agg(json_build_object('seq', e.seq, 'type', e.type, 'key', e.key, 'payload', e.payload, 'at', e.at)
+                                 ORDER BY e.seq)
+                 FROM ${s}.events e WHERE e.run_id = c.id), '[]'::json) AS events
+FROM claimed c`
+
+/** The earliest future moment a run of these versions becomes claimable. */
+export const nextWakeAt = (s: string) => `
+SELECT least(
+  (SELECT min(wake_at) FROM ${s}.runs
+   WHERE status IN ('pending', 'waiting') AND wake_at > now()
+     AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v))),
+  (SELECT min(lease_until) FROM ${s}.runs
+   WHERE status = 'running' AND lease_until > now()
+     AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v)))
+) AS next, now() AS db_now`
+
+/** One statement per worker per interval extends the leases of every run it holds. */
+export const heartbeat = (s: string) => `
+UPDATE ${s}.runs SET lease_until = now() + $3::bigint * interval '1 millisecond'
+WHERE id = ANY($1::uuid[]) AND lease_owner = $2::text AND status = 'running'
+RETURNING id::text AS id`
