@@ -64,15 +64,18 @@ export interface RunView {
 }
 
 /**
- * Starts a run of `workflow` with `input`, validated by the workflow's input Schema before anything
- * is written.
+ * What `start` writes, validated and encoded: for stores that start runs elsewhere (in an
+ * application's own transaction).
  *
  * @since 0.1.0
  * @category operations
  */
-export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input<W>, options: StartOptions = {}) =>
+export const startParams = <W extends Workflow.Any>(
+  workflow: W,
+  input: Workflow.Input<W>,
+  options: StartOptions = {}
+): Effect.Effect<StoreModule.StartParams, InvalidInput> =>
   Effect.gen(function*() {
-    const store = yield* Store
     const json = yield* Json.encode(Workflow.schemaOf(workflow.input), input, "workflow input").pipe(
       Effect.mapError((e) => new InvalidInput({ workflow: workflow.name, reason: e.reason + ` (at ${e.path})` }))
     )
@@ -85,7 +88,7 @@ export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input
       tags,
       ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey })
     })
-    return yield* store.start({
+    return {
       runId: crypto.randomUUID(),
       workflow: workflow.name,
       version: workflow.version,
@@ -94,7 +97,20 @@ export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input
       idempotencyKey: options.idempotencyKey,
       tags,
       startAt: options.startAt
-    })
+    }
+  })
+
+/**
+ * Starts a run of `workflow` with `input`, validated by the workflow's input Schema before anything
+ * is written.
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input<W>, options: StartOptions = {}) =>
+  Effect.gen(function*() {
+    const store = yield* Store
+    return yield* store.start(yield* startParams(workflow, input, options))
   })
 
 /**

@@ -1,12 +1,17 @@
 /**
- * Chronicle on Postgres: the connection pool, the LISTEN connection, schema-name validation
- * and the migration runner. The Store, Worker and Client build on these.
+ * Chronicle on Postgres: the Store (PgStore), transactional starts and listing (PgClient), the
+ * Promise facade (Chronicle.createChronicle), and under them the connection pool, the LISTEN
+ * connection, schema-name validation and the migration runner.
  *
  * @since 0.1.0
  */
 
 /** @since 0.1.0 */
+export * as Chronicle from "./Chronicle.js"
+/** @since 0.1.0 */
 export * as Migrator from "./Migrator.js"
+/** @since 0.1.0 */
+export * as PgClient from "./PgClient.js"
 /** @since 0.1.0 */
 export * as PgError from "./PgError.js"
 /** @since 0.1.0 */

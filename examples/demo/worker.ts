@@ -1,0 +1,122 @@
+/**
+ * A worker process for the demo: runs the checkout and drip workflows against DATABASE_URL, and
+ * prints one line per step body and per execution, prefixed with its name.
+ *
+ *   DATABASE_URL=postgres://... WORKER_NAME=worker-A node --conditions=source --import tsx examples/demo/worker.ts
+ *
+ * The lease is short (3 s) so that a run held by a worker that died is taken over quickly. On
+ * SIGTERM (or SIGINT) it shuts down gracefully: no new claims, running steps finish and record,
+ * runs are handed back, and it exits 0.
+ */
+import { Context, Effect } from "effect"
+import type { Worker } from "@chronicle/core"
+import { Chronicle } from "@chronicle/postgres"
+import pg from "pg"
+import { Ledger, workflows } from "./workflows.js"
+
+const name = process.env["WORKER_NAME"] || `worker-${process.pid}`
+const connectionString = process.env["DATABASE_URL"]
+const log = (line: string) => console.log(`${name} | ${line}`)
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).split("\n")[0]
+
+if (connectionString === undefined || connectionString === "") {
+  log("DATABASE_URL is not set")
+  process.exit(2)
+}
+
+// The side-effect table is written on connections of the worker's own, outside Chronicle: a row
+// there is a step body that really ran, whatever happens to the run's log afterwards.
+const ledgerPool = new pg.Pool({ connectionString, max: 2, application_name: `chronicle-demo-ledger-${name}` })
+ledgerPool.on("error", () => {}) // an idle connection dropped by the server: the pool reconnects
+
+// Which workflow each run is, for the log lines.
+const workflowOf = new Map<string, string>()
+const short = (runId: string) => runId.slice(0, 8)
+const label = (runId: string) => `${workflowOf.get(runId) ?? "run"} ${short(runId)}`
+
+const ledger = Ledger.of({
+  record: (runId, step, say) =>
+    Effect.tryPromise(() =>
+      ledgerPool.query("INSERT INTO demo_ledger (run_id, step, worker) VALUES ($1, $2, $3)", [runId, step, name])
+    ).pipe(
+      Effect.orDie,
+      Effect.zipRight(Effect.sync(() => log(`${label(runId)}: ${step}: ${say}`)))
+    )
+})
+
+const describe = (executed: Worker.Executed): string => {
+  const result = executed.result
+  switch (result._tag) {
+    case "Completed":
+      return "completed"
+    case "Failed":
+      return "failed"
+    case "Cancelled":
+      return "cancelled"
+    case "Suspended":
+      return result.wakeAt === null
+        ? "waiting for a signal: run released, no worker holds it"
+        : `sleeping until ${result.wakeAt.toISOString().slice(11, 23)}: run released, no worker holds it`
+    case "Parked":
+      return `parked: ${result.error.message}`
+    case "LeaseLost":
+      return "lease lost: another worker has the run"
+    case "Released":
+      return "handed back (shutting down)"
+  }
+}
+
+const main = async () => {
+  let chronicle: Chronicle.Chronicle | undefined
+  chronicle = await Chronicle.createChronicle({
+    connectionString,
+    workflows,
+    services: Context.make(Ledger, ledger),
+    worker: { owner: name, concurrency: 10, leaseDuration: "3 seconds", pollInterval: "500 millis" },
+    onExecuted: (executed) => {
+      const known = workflowOf.has(executed.runId)
+      const say = () => log(`${label(executed.runId)}: execution ended: ${describe(executed)}`)
+      if (known || chronicle === undefined) return say()
+      void chronicle.get(executed.runId).then(
+        (view) => workflowOf.set(executed.runId, view.row.workflow),
+        () => undefined
+      ).then(say)
+    }
+  })
+  // Learn each run's workflow as its steps run (the run id is all the ledger gets).
+  const remember = (runId: string) =>
+    workflowOf.has(runId) || chronicle === undefined
+      ? Promise.resolve()
+      : chronicle.get(runId).then((view) => void workflowOf.set(runId, view.row.workflow), () => undefined)
+  rememberRun = remember
+
+  let closing = false
+  const shutdown = async (why: string) => {
+    if (closing) return
+    closing = true
+    log(`${why}: shutting down gracefully`)
+    try {
+      await chronicle?.close()
+      await ledgerPool.end()
+      log("stopped")
+      process.exit(0)
+    } catch (error) {
+      log(`shutdown failed: ${message(error)}`)
+      process.exit(1)
+    }
+  }
+  process.on("SIGTERM", () => void shutdown("SIGTERM"))
+  process.on("SIGINT", () => void shutdown("SIGINT"))
+  // Started by the demo with an IPC channel: if the demo itself dies, do not outlive it.
+  if (process.send !== undefined) process.on("disconnect", () => void shutdown("the demo process is gone"))
+
+  log(`up (pid ${process.pid}): runs ${workflows.map((w) => w.name).join(" and ")}, lease 3 s, polls every 500 ms`)
+}
+
+let rememberRun: (runId: string) => Promise<void> = () => Promise.resolve()
+void rememberRun
+
+main().catch((error) => {
+  log(`failed to start: ${message(error)}`)
+  process.exit(1)
+})
