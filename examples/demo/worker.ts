@@ -15,37 +15,15 @@ import pg from "pg"
 import { Ledger, workflows } from "./workflows.js"
 
 const name = process.env["WORKER_NAME"] || `worker-${process.pid}`
-const connectionString = process.env["DATABASE_URL"]
+const connectionString = process.env["DATABASE_URL"] ?? ""
 const log = (line: string) => console.log(`${name} | ${line}`)
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error)).split("\n")[0]
 
-if (connectionString === undefined || connectionString === "") {
-  log("DATABASE_URL is not set")
-  process.exit(2)
-}
-
-// The side-effect table is written on connections of the worker's own, outside Chronicle: a row
-// there is a step body that really ran, whatever happens to the run's log afterwards.
-const ledgerPool = new pg.Pool({ connectionString, max: 2, application_name: `chronicle-demo-ledger-${name}` })
-ledgerPool.on("error", () => {}) // an idle connection dropped by the server: the pool reconnects
-
 // Which workflow each run is, for the log lines.
 const workflowOf = new Map<string, string>()
-const short = (runId: string) => runId.slice(0, 8)
-const label = (runId: string) => `${workflowOf.get(runId) ?? "run"} ${short(runId)}`
+const label = (runId: string) => `${workflowOf.get(runId) ?? "run"} ${runId.slice(0, 8)}`
 
-const ledger = Ledger.of({
-  record: (runId, step, say) =>
-    Effect.tryPromise(() =>
-      ledgerPool.query("INSERT INTO demo_ledger (run_id, step, worker) VALUES ($1, $2, $3)", [runId, step, name])
-    ).pipe(
-      Effect.orDie,
-      Effect.zipRight(Effect.sync(() => log(`${label(runId)}: ${step}: ${say}`)))
-    )
-})
-
-const describe = (executed: Worker.Executed): string => {
-  const result = executed.result
+const describe = (result: Worker.Executed["result"]): string => {
   switch (result._tag) {
     case "Completed":
       return "completed"
@@ -55,8 +33,8 @@ const describe = (executed: Worker.Executed): string => {
       return "cancelled"
     case "Suspended":
       return result.wakeAt === null
-        ? "waiting for a signal: run released, no worker holds it"
-        : `sleeping until ${result.wakeAt.toISOString().slice(11, 23)}: run released, no worker holds it`
+        ? "waiting for a signal; run released, no worker holds it"
+        : `sleeping until ${result.wakeAt.toISOString().slice(11, 23)}; run released, no worker holds it`
     case "Parked":
       return `parked: ${result.error.message}`
     case "LeaseLost":
@@ -67,28 +45,39 @@ const describe = (executed: Worker.Executed): string => {
 }
 
 const main = async () => {
-  let chronicle: Chronicle.Chronicle | undefined
-  chronicle = await Chronicle.createChronicle({
+  if (connectionString === "") throw new Error("DATABASE_URL is not set")
+
+  // The side-effect table is written on connections of the worker's own, outside Chronicle: a
+  // row there is a step body that really ran, whatever happens to the run's log afterwards.
+  const ledgerPool = new pg.Pool({ connectionString, max: 2, application_name: `chronicle-demo-ledger-${name}` })
+  ledgerPool.on("error", () => {}) // an idle connection dropped by the server: the pool reconnects
+  const ledger = Ledger.of({
+    record: (run, step, say) =>
+      Effect.tryPromise(() =>
+        ledgerPool.query("INSERT INTO demo_ledger (run_id, step, worker) VALUES ($1, $2, $3)", [run.runId, step, name])
+      ).pipe(
+        Effect.orDie,
+        Effect.zipRight(Effect.sync(() => {
+          workflowOf.set(run.runId, run.workflow)
+          log(`${label(run.runId)}: ${step}: ${say}`)
+        }))
+      )
+  })
+
+  let lookup: (runId: string) => Promise<void> = async () => {}
+  const chronicle = await Chronicle.createChronicle({
     connectionString,
     workflows,
     services: Context.make(Ledger, ledger),
     worker: { owner: name, concurrency: 10, leaseDuration: "3 seconds", pollInterval: "500 millis" },
-    onExecuted: (executed) => {
-      const known = workflowOf.has(executed.runId)
-      const say = () => log(`${label(executed.runId)}: execution ended: ${describe(executed)}`)
-      if (known || chronicle === undefined) return say()
-      void chronicle.get(executed.runId).then(
-        (view) => workflowOf.set(executed.runId, view.row.workflow),
-        () => undefined
-      ).then(say)
+    onExecuted: ({ result, runId }) => {
+      const say = () => log(`${label(runId)}: execution ended: ${describe(result)}`)
+      if (workflowOf.has(runId)) return say()
+      // An execution that ran no step body here (a timer fired, a wait began): look the run up.
+      void lookup(runId).then(say)
     }
   })
-  // Learn each run's workflow as its steps run (the run id is all the ledger gets).
-  const remember = (runId: string) =>
-    workflowOf.has(runId) || chronicle === undefined
-      ? Promise.resolve()
-      : chronicle.get(runId).then((view) => void workflowOf.set(runId, view.row.workflow), () => undefined)
-  rememberRun = remember
+  lookup = (runId) => chronicle.get(runId).then((view) => void workflowOf.set(runId, view.row.workflow), () => undefined)
 
   let closing = false
   const shutdown = async (why: string) => {
@@ -96,7 +85,7 @@ const main = async () => {
     closing = true
     log(`${why}: shutting down gracefully`)
     try {
-      await chronicle?.close()
+      await chronicle.close()
       await ledgerPool.end()
       log("stopped")
       process.exit(0)
@@ -112,9 +101,6 @@ const main = async () => {
 
   log(`up (pid ${process.pid}): runs ${workflows.map((w) => w.name).join(" and ")}, lease 3 s, polls every 500 ms`)
 }
-
-let rememberRun: (runId: string) => Promise<void> = () => Promise.resolve()
-void rememberRun
 
 main().catch((error) => {
   log(`failed to start: ${message(error)}`)

@@ -15,8 +15,7 @@
  *
  * @since 0.1.0
  */
-import type { Context } from "effect"
-import { Cause, Effect, Exit, Layer, ManagedRuntime } from "effect"
+import { Cause, Context, Effect, Exit, Layer, ManagedRuntime } from "effect"
 import type { Store, Workflow } from "@chronicle/core"
 import { Client, Worker } from "@chronicle/core"
 import type pg from "pg"
@@ -87,7 +86,7 @@ export const createChronicle = async <W extends Workflow.Any>(options: Options<W
     schema,
     ...(options.max === undefined ? {} : { max: options.max })
   })
-  const services = Layer.succeedContext((options.services ?? {}) as Context.Context<never>)
+  const services = Layer.succeedContext((options.services ?? Context.empty()) as Context.Context<never>)
   const migrate = options.migrate
     ? Layer.effectDiscard(Migrator.migrate({ schema }))
     : Layer.empty
