@@ -33,8 +33,9 @@ const describe = (result: Worker.Executed["result"]): string => {
       return "cancelled"
     case "Suspended":
       return result.wakeAt === null
-        ? "waiting for a signal; run released, no worker holds it"
-        : `sleeping until ${result.wakeAt.toISOString().slice(11, 23)}; run released, no worker holds it`
+        ? "suspended until a signal arrives; run released, no worker holds it"
+        : `suspended for ${((result.wakeAt.getTime() - Date.now()) / 1000).toFixed(1)} s at most; ` +
+          "run released, no worker holds it"
     case "Parked":
       return `parked: ${result.error.message}`
     case "LeaseLost":

@@ -13,6 +13,8 @@ import { withEngine } from "./helpers.js"
 
 const fixture = join(import.meta.dirname, "fixtures/worker.ts")
 
+const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) => Effect.succeed(n))
+
 interface WorkerProcess {
   readonly name: string
   readonly child: ChildProcess
@@ -196,7 +198,6 @@ describe("wake-ups", () => {
   it.scopedLive("the poll keeps runs moving while the LISTEN connection is being killed", () =>
     withEngine(() =>
       Effect.gen(function*() {
-        const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) => Effect.succeed(n))
         const w = yield* Worker.make({ workflows: [Quick], pollInterval: "300 millis" })
         yield* Effect.forkScoped(w.run())
         const killer = yield* Effect.forkScoped(
@@ -215,7 +216,6 @@ describe("wake-ups", () => {
   it.scopedLive("with no hints at all, the poll alone still wakes the worker", () =>
     withEngine(() =>
       Effect.gen(function*() {
-        const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) => Effect.succeed(n))
         const deaf = Effect.map(Store.Store, (store) => ({ ...store, wakeups: Stream.never }))
         const w = yield* Worker.make({ workflows: [Quick], pollInterval: "300 millis" }).pipe(
           Effect.provideServiceEffect(Store.Store, deaf)
@@ -233,7 +233,6 @@ describe("transactional start", () => {
   it.scopedLive("rolled back: no run; committed: the run exists and runs", () =>
     withEngine((url) =>
       Effect.gen(function*() {
-        const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) => Effect.succeed(n * 2))
         const client = new pg.Client({ connectionString: url })
         yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
         yield* Effect.promise(() => client.query("CREATE TABLE orders (id int PRIMARY KEY)"))
@@ -252,7 +251,7 @@ describe("transactional start", () => {
         yield* Effect.promise(() => client.query("COMMIT"))
         const w = yield* Worker.make({ workflows: [Quick] })
         yield* w.drain
-        assert.strictEqual(yield* Client.result(Quick, committed.runId), 4)
+        assert.strictEqual(yield* Client.result(Quick, committed.runId), 2)
 
         const invalid = yield* Effect.flip(PgClient.startIn(client, Quick, 1.5 as number))
         assert.strictEqual(invalid._tag, "InvalidInput")
@@ -263,7 +262,6 @@ describe("listing", () => {
   it.scopedLive("filters by workflow, status and tag, newest first, a page at a time", () =>
     withEngine(() =>
       Effect.gen(function*() {
-        const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) => Effect.succeed(n))
         for (let i = 0; i < 5; i++) yield* Client.start(Quick, i, { tags: i % 2 === 0 ? ["even"] : ["odd"] })
         yield* Client.start(Ledgered, { steps: 0 })
         const first = yield* PgClient.list({ workflow: "quick", limit: 2 })
