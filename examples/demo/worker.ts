@@ -45,6 +45,19 @@ const describe = (result: Worker.Executed["result"]): string => {
   }
 }
 
+// Stop requests that come in while the worker is still starting are honoured once it is up.
+let stop: (why: string) => void = (why) => {
+  stopAsked = why
+}
+let stopAsked: string | undefined
+process.on("SIGTERM", () => stop("SIGTERM"))
+process.on("SIGINT", () => stop("SIGINT"))
+// Started by the demo with an IPC channel: if the demo itself dies, do not outlive it.
+if (process.send !== undefined) {
+  process.on("disconnect", () => stop("the demo process is gone"))
+  if (!process.connected) stop("the demo process is gone")
+}
+
 const main = async () => {
   if (connectionString === "") throw new Error("DATABASE_URL is not set")
 
@@ -81,26 +94,25 @@ const main = async () => {
   lookup = (runId) => chronicle.get(runId).then((view) => void workflowOf.set(runId, view.row.workflow), () => undefined)
 
   let closing = false
-  const shutdown = async (why: string) => {
+  stop = (why) => {
     if (closing) return
     closing = true
     log(`${why}: shutting down gracefully`)
-    try {
-      await chronicle.close()
-      await ledgerPool.end()
-      log("stopped")
-      process.exit(0)
-    } catch (error) {
-      log(`shutdown failed: ${message(error)}`)
-      process.exit(1)
-    }
+    // No new claims; running steps finish and record; held runs are handed back at once.
+    chronicle.close().then(() => ledgerPool.end()).then(
+      () => {
+        log("stopped")
+        process.exit(0)
+      },
+      (error: unknown) => {
+        log(`shutdown failed: ${message(error)}`)
+        process.exit(1)
+      }
+    )
   }
-  process.on("SIGTERM", () => void shutdown("SIGTERM"))
-  process.on("SIGINT", () => void shutdown("SIGINT"))
-  // Started by the demo with an IPC channel: if the demo itself dies, do not outlive it.
-  if (process.send !== undefined) process.on("disconnect", () => void shutdown("the demo process is gone"))
 
   log(`up (pid ${process.pid}): runs ${workflows.map((w) => w.name).join(" and ")}, lease 3 s, polls every 500 ms`)
+  if (stopAsked !== undefined) stop(stopAsked)
 }
 
 main().catch((error) => {

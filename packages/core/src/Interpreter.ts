@@ -359,8 +359,11 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       // Start the workflow on the first pass.
       if (phase._tag === "Main" && program === undefined && programExit === undefined) {
         if (Either.isLeft(input)) {
-          yield* finish({ _tag: "RunFailed", cause: yield* encodeCause(Cause.fail(input.left)) }, { _tag: "Failed" })
-          signalWake()
+          // The stored input no longer fits the workflow's input Schema: the code changed under
+          // the run. Park it, as for any nondeterminism.
+          ledger.diverged(
+            new NonDeterminism({ key: "input", recorded: "the run's input", requested: `cannot read it: ${input.left.reason}` })
+          )
           return Option.none()
         }
         program = yield* fork(workflow.body(input.right))

@@ -244,13 +244,13 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
         if (run.wakeAt !== null && run.wakeAt <= at) yield* wake
       }),
 
-    heartbeat: ({ leaseMs, owner, runIds }) =>
+    heartbeat: ({ leaseMs, owner, runs: leases }) =>
       Effect.gen(function*() {
         const at = yield* now
         const held: Array<string> = []
-        for (const id of runIds) {
+        for (const { epoch, runId: id } of leases) {
           const run = runs.get(id)
-          if (run !== undefined && run.leaseOwner === owner && run.status === "running") {
+          if (run !== undefined && run.leaseOwner === owner && run.leaseEpoch === epoch && run.status === "running") {
             run.leaseUntil = at + leaseMs
             held.push(id)
           }

@@ -187,10 +187,13 @@ export interface StoreService {
     readonly wakeAt: Date | null
     readonly parked?: boolean
   }) => Effect.Effect<void, LeaseLost | StoreError>
-  /** Extends the leases this owner holds. Returns the ids it still holds. */
+  /**
+   * Extends the leases this owner holds, each checked by its epoch (so two workers that share an
+   * owner name cannot keep each other's runs). Returns the ids it still holds.
+   */
   readonly heartbeat: (params: {
     readonly owner: string
-    readonly runIds: ReadonlyArray<string>
+    readonly runs: ReadonlyArray<{ readonly runId: string; readonly epoch: number }>
     readonly leaseMs: number
   }) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /**

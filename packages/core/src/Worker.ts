@@ -127,7 +127,11 @@ export const make = <W extends Workflow.Any>(
         yield* Effect.sleep(heartbeatMs)
         if (held.size === 0) continue
         const asked = [...held.keys()]
-        const still = yield* store.heartbeat({ owner, runIds: asked, leaseMs }).pipe(Effect.option)
+        const runs = asked.flatMap((runId) => {
+          const entry = held.get(runId)
+          return entry ? [{ runId, epoch: entry.claimed.epoch }] : []
+        })
+        const still = yield* store.heartbeat({ owner, runs, leaseMs }).pipe(Effect.option)
         if (Option.isNone(still)) continue // the store is unreachable: the leases will tell later
         const kept = new Set(still.value)
         for (const id of asked) {
@@ -210,8 +214,10 @@ export const make = <W extends Workflow.Any>(
       Effect.gen(function*() {
         const wake = yield* Queue.sliding<void>(1)
         const poke = Queue.offer(wake, undefined)
-        yield* Effect.addFinalizer(() => shutdown)
+        // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
+        // shutdown below waits for running steps.
         yield* Effect.forkScoped(heartbeat)
+        yield* Effect.addFinalizer(() => shutdown)
         // Hints first, then the first claim: a hint sent in between is not lost.
         yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
         let inFlight = 0

@@ -203,6 +203,42 @@ describe("leases", () => {
     }).pipe(Effect.provide(StoreLayer)))
 })
 
+describe("graceful shutdown", () => {
+  it.effect("keeps heartbeating while a running step finishes, then hands the run over", () =>
+    Effect.gen(function*() {
+      const counter = makeCounter()
+      const started = yield* Deferred.make<void>()
+      const W = Workflow.make({ name: "handover", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Effect.gen(function*() {
+          yield* Step.run("slow", Effect.gen(function*() {
+            yield* counter.hit("slow")
+            yield* Deferred.succeed(started, undefined)
+            yield* Effect.sleep("3 seconds")
+          }))
+          return yield* Step.run("next", counter.hit("next").pipe(Effect.as("done")))
+        }))
+      // A lease shorter than the step: only the heartbeat keeps it while the shutdown waits.
+      const w1 = yield* worker([W], { leaseDuration: "1 second", shutdownTimeout: "10 seconds", pollInterval: "100 millis" })
+      const w2 = yield* worker([W], { leaseDuration: "1 second" })
+      const { runId } = yield* Client.start(W, undefined)
+      const results: Array<string> = []
+      const running = yield* Effect.fork(w1.run((e) => Effect.sync(() => results.push(e.result._tag))))
+      yield* Deferred.await(started)
+      const stopping = yield* Effect.fork(Fiber.interrupt(running))
+      // Until the step has finished and the run is given back, nobody else may take it, although
+      // its 1 s lease would long have expired without heartbeats.
+      while ((yield* Client.get(runId)).row.status === "running") {
+        assert.deepStrictEqual(yield* w2.drain, [], "nobody else may take the run while it is held")
+        yield* TestClock.adjust("500 millis")
+      }
+      yield* Fiber.join(stopping)
+      assert.deepStrictEqual(results, ["Released"])
+      assert.deepStrictEqual((yield* w2.drain).map((e) => e.result._tag), ["Completed"], "taken over at once, no lease to expire")
+      assert.deepStrictEqual(counter.all(), { slow: 1, next: 1 })
+      assert.strictEqual(yield* Client.result(W, runId), "done")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
 describe("lease loss", () => {
   it.effect("stops the execution and aborts the running step when the heartbeat says the lease is gone", () =>
     Effect.gen(function*() {
@@ -254,6 +290,20 @@ describe("code that changed under a run", () => {
       assert.strictEqual(result?._tag, "Parked")
       assert.include(result?._tag === "Parked" ? result.error.message : "", "total#1")
       assert.include(result?._tag === "Parked" ? result.error.message : "", "no longer decodes")
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("a stored input that no longer decodes parks the run instead of failing it", () =>
+    Effect.gen(function*() {
+      const make = (input: Schema.Schema<any, any>) =>
+        Workflow.make({ name: "input-change", version: 1, input, success: Schema.Unknown }, (i) =>
+          Workflow.signal("go", Schema.Void).pipe(Effect.as(i)))
+      const { runId } = yield* Client.start(make(Schema.Number), 1)
+      yield* Effect.flatMap(worker([make(Schema.Number)]), (w) => w.drain)
+      yield* Client.signal(runId, "go", null)
+      const [executed] = yield* Effect.flatMap(worker([make(Schema.String)]), (w) => w.drain)
+      assert.strictEqual(executed?.result._tag, "Parked")
+      assert.include(executed?.result._tag === "Parked" ? executed.result.error.message : "", "the run's input")
+      assert.isTrue((yield* Client.get(runId)).row.parked)
     }).pipe(Effect.provide(StoreLayer)))
 
   it("a body that fails with a typed error needs an error Schema (a compile-time check)", () => {

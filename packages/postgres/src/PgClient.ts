@@ -6,7 +6,7 @@
  */
 import { Effect, Schema } from "effect"
 import type { Store as StoreModule, Workflow } from "@chronicle/core"
-import { Client, RunStatus } from "@chronicle/core"
+import { Client, RunStatus, Store } from "@chronicle/core"
 import type pg from "pg"
 import * as PgError from "./PgError.js"
 import * as PgPool from "./PgPool.js"
@@ -116,7 +116,9 @@ export const list = (options: ListOptions = {}) =>
     const after = options.cursor === undefined ? undefined : yield* decodeCursor(options.cursor)
     if (options.status !== undefined) yield* Schema.decodeUnknown(RunStatus.RunStatus)(options.status).pipe(Effect.orDie)
     const rows = yield* pool.query<Parameters<typeof PgStore.toRunRow>[0] & { created_text: string }>(
-      `SELECT ${PgStore.RUN_COLUMNS}, created_at::text AS created_text FROM ${SchemaName.quote(schema)}.runs
+      `SELECT ${PgStore.RUN_COLUMNS},
+              to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_text
+       FROM ${SchemaName.quote(schema)}.runs
        WHERE ($1::text IS NULL OR workflow = $1::text)
          AND ($2::text IS NULL OR status = $2::text)
          AND ($3::text IS NULL OR tags @> ARRAY[$3::text])
@@ -133,7 +135,7 @@ export const list = (options: ListOptions = {}) =>
         after?.id ?? null,
         limit + 1
       ]
-    )
+    ).pipe(Effect.mapError((e) => new Store.StoreError({ op: "list", message: e.message, retryable: e.retryable, cause: e })))
     const page = rows.slice(0, limit)
     const last = page[page.length - 1]
     return {

@@ -135,7 +135,7 @@ const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
 
 /**
  * The statement that starts a run, for callers that run it on their own connection inside their
- * own transaction (`PgClient.start` with `{ connection }`): the run exists if and only if that
+ * own transaction (`PgClient.startIn`): the run exists if and only if that
  * transaction commits.
  *
  * @since 0.1.0
@@ -211,8 +211,10 @@ export const make = (options: Options = {}): Effect.Effect<
     })
     yield* measure
     const now = Effect.sync(() => new Date(Date.now() + offset))
+    // Every reading is a fresh lower bound: take the latest, so the estimate follows this
+    // machine's clock if it jumps (a running minimum would not recover from a backward jump).
     const observe = (dbNow: Date | undefined) => {
-      if (dbNow) offset = Math.min(offset, dbNow.getTime() - Date.now())
+      if (dbNow) offset = dbNow.getTime() - Date.now()
     }
 
     const versions = (workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>) => [
@@ -313,8 +315,8 @@ export const make = (options: Options = {}): Effect.Effect<
           Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new Store.LeaseLost({ runId, epoch })) : Effect.void))
         ),
 
-      heartbeat: ({ leaseMs, owner, runIds }) =>
-        pool.query<{ id: string }>(sql.heartbeat, [runIds, owner, leaseMs]).pipe(
+      heartbeat: ({ leaseMs, owner, runs }) =>
+        pool.query<{ id: string }>(sql.heartbeat, [runs.map((r) => r.runId), runs.map((r) => r.epoch), owner, leaseMs]).pipe(
           Effect.map((rows) => rows.map((r) => r.id)),
           Effect.mapError(storeError("heartbeat"))
         ),

@@ -46,8 +46,12 @@ SELECT least(
      AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v)))
 ) AS next, now() AS db_now`
 
-/** One statement per worker per interval extends the leases of every run it holds. */
+/**
+ * One statement per worker per interval extends the leases of every run it holds, each matched by
+ * id and epoch, so a worker never extends a lease another claim has taken over.
+ */
 export const heartbeat = (s: string) => `
-UPDATE ${s}.runs SET lease_until = now() + $3::bigint * interval '1 millisecond'
-WHERE id = ANY($1::uuid[]) AND lease_owner = $2::text AND status = 'running'
-RETURNING id::text AS id`
+UPDATE ${s}.runs r SET lease_until = now() + $4::bigint * interval '1 millisecond'
+FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
+WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.lease_owner = $3::text AND r.status = 'running'
+RETURNING r.id::text AS id`
