@@ -203,7 +203,12 @@ const scenario = async (url: string, db: pg.Client) => {
       seen: 0,
       status: "pending"
     }
-    say("demo", `started checkout ${short(checkout.runId)}: order ${order.orderId}, 3 units, $42.50, card ${order.card}`)
+    const units = order.items.reduce((n, item) => n + item.quantity, 0)
+    say(
+      "demo",
+      `started checkout ${short(checkout.runId)}: order ${order.orderId}, ${units} units, ` +
+        `$${(order.amountCents / 100).toFixed(2)}, card ${order.card}`
+    )
     const drip: Watched = {
       label: "drip",
       runId: (await chronicle.start(Drip, signup, { idempotencyKey: `onboarding-${signup.userId}` })).runId,
@@ -212,7 +217,7 @@ const scenario = async (url: string, db: pg.Client) => {
     }
     say("demo", `started drip ${short(drip.runId)}: onboarding for ${signup.email}`)
 
-    let ledgerSeen = 0
+    const ledgerSeen = new Set<string>()
     let killed = false
     let resumedBy: string | undefined
     let signalDueAt: number | undefined
@@ -238,13 +243,14 @@ const scenario = async (url: string, db: pg.Client) => {
         watched.status = view.row.status
       }
 
-      // The ledger: which step bodies ran, where.
-      const { rows } = await db.query<{ run_id: string; step: string; worker: string }>(
-        "SELECT run_id, step, worker FROM demo_ledger ORDER BY at, ctid OFFSET $1",
-        [ledgerSeen]
+      // The ledger: which step bodies ran, where. (All rows each time: a few, and a row may
+      // commit after one written later.)
+      const { rows } = await db.query<{ id: string; run_id: string; step: string; worker: string }>(
+        "SELECT ctid::text AS id, run_id, step, worker FROM demo_ledger ORDER BY at"
       )
-      ledgerSeen += rows.length
       for (const row of rows) {
+        if (ledgerSeen.has(row.id)) continue
+        ledgerSeen.add(row.id)
         if (row.run_id !== checkout.runId || row.step !== "ship") continue
         if (row.worker === workerA.name && !killed) {
           killed = true

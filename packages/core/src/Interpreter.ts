@@ -264,7 +264,8 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
         yield* stopProgram
         yield* ledger.interruptAttempts()
         requests.clear()
-        if (ledger.compensations.length > 0) {
+        // Compensations undo a run that failed or was cancelled; a run that completed keeps its work.
+        if (terminal._tag !== "RunCompleted" && ledger.compensations.length > 0) {
           const pending = [...ledger.compensations].sort((a, b) => b.seq - a.seq)
           ledger.compensations.length = 0
           phase = { _tag: "Compensating", then: terminal }

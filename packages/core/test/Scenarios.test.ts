@@ -267,6 +267,25 @@ describe("typed failures", () => {
 })
 
 describe("compensations", () => {
+  it.effect("do not run when the run completes, even after a failure it caught", () =>
+    Effect.gen(function*() {
+      const undone: Array<string> = []
+      const W = Workflow.make({ name: "happy-saga", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Effect.gen(function*() {
+          yield* Step.run("reserve", { run: Effect.succeed("r1"), compensate: (r) => Effect.sync(() => undone.push(r)) })
+          yield* Step.run("flaky", { run: Effect.fail(new CardDeclined({ reason: "x" })), error: CardDeclined, retry: { maxAttempts: 1 } }).pipe(
+            Effect.catchTag("CardDeclined", () => Effect.void)
+          )
+          return "ok"
+        }))
+      const w = yield* worker([W])
+      const { runId } = yield* Client.start(W, undefined)
+      assert.deepStrictEqual((yield* w.drain).map((e) => e.result._tag), ["Completed"])
+      assert.deepStrictEqual(undone, [])
+      assert.strictEqual(yield* Client.result(W, runId), "ok")
+      assert.deepStrictEqual(yield* eventTypes(runId), ["RunStarted", "StepCompleted:reserve#1", "StepCompleted:flaky#1", "RunCompleted"])
+    }).pipe(Effect.provide(StoreLayer)))
+
   it.effect("run in reverse order, as recorded steps, when the run fails", () =>
     Effect.gen(function*() {
       const undone: Array<string> = []
