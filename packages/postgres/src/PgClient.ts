@@ -93,7 +93,7 @@ const decodeCursor = (cursor: string) =>
   Effect.try({
     try: () => {
       const [at, id] = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as [string, string]
-      if (typeof at !== "string" || typeof id !== "string" || !/^[0-9a-f-]{36}$/i.test(id) || !/^\d{4}-\d\d-\d\d[ T][\d:.+-]+$/.test(at)) {
+      if (typeof at !== "string" || typeof id !== "string" || !/^[0-9a-f-]{36}$/i.test(id) || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(at)) {
         throw new Error("bad cursor")
       }
       return { at, id }
