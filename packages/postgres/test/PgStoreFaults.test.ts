@@ -1,0 +1,83 @@
+// Fault injection at the store's edge: a real pool whose transactions commit and then report a
+// lost connection, as when the server commits but the acknowledgement never arrives.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer } from "effect"
+import { RunEvent, Store } from "@chronicle/core"
+import { PgError, PgListener, PgPool, PgStore } from "@chronicle/postgres"
+import { freshDatabase } from "./helpers.js"
+
+const started = (runId: string) => ({
+  runId,
+  workflow: "w",
+  version: "1",
+  started: RunEvent.toStored({ _tag: "RunStarted", workflow: "w", version: "1", input: null, tags: [] }),
+  input: null,
+  tags: []
+})
+
+describe("PgStore after an ambiguous commit", () => {
+  it.scopedLive("an append whose COMMIT succeeded but was not acknowledged finds its own write and succeeds once", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      let lose = 0
+      // The real pool, except that the next `lose` transactions report a lost connection after
+      // they committed.
+      const flaky = Layer.effect(
+        PgPool.PgPool,
+        Effect.map(PgPool.PgPool, (pool) => ({
+          ...pool,
+          transaction: (use) =>
+            Effect.flatMap(pool.transaction(use), (result) =>
+              lose-- > 0
+                ? Effect.fail(PgError.fromCause("COMMIT", Object.assign(new Error("Connection terminated unexpectedly"), {})))
+                : Effect.succeed(result))
+        }) satisfies PgPool.PgPoolService)
+      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
+      // Built in the test's scope, so the pool lives as long as the test.
+      const context = yield* Layer.build(Layer.merge(flaky, PgListener.layer({ connectionString: url })))
+      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const runId = crypto.randomUUID()
+      yield* store.start(started(runId))
+      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      assert.isDefined(claimed)
+      const event = RunEvent.toStored({ _tag: "Emitted", key: "progress#1", name: "progress", payload: { pct: 50 } })
+      lose = 1
+      const rows = yield* store.append({ runId, epoch: claimed!.epoch, afterSeq: 1, events: [event] })
+      assert.deepStrictEqual(rows.map((r) => [r.seq, r.type, r.key]), [[2, "Emitted", "progress#1"]])
+      const log = yield* store.read(runId, 0)
+      assert.deepStrictEqual(log.map((r) => r.type), ["RunStarted", "Emitted"], "appended once, not twice")
+      assert.strictEqual((yield* store.get(runId)).lastSeq, 2)
+    }))
+
+  it.scopedLive("an append that was not committed is tried again", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      let fail = 0
+      // Fails before doing anything: nothing was written, so the store must write it.
+      const flaky = Layer.effect(
+        PgPool.PgPool,
+        Effect.map(PgPool.PgPool, (pool) => ({
+          ...pool,
+          transaction: (use) =>
+            fail-- > 0
+              ? Effect.fail(PgError.fromCause("BEGIN", Object.assign(new Error("Connection terminated unexpectedly"), {})))
+              : pool.transaction(use)
+        }) satisfies PgPool.PgPoolService)
+      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
+      // Built in the test's scope, so the pool lives as long as the test.
+      const context = yield* Layer.build(Layer.merge(flaky, PgListener.layer({ connectionString: url })))
+      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const runId = crypto.randomUUID()
+      yield* store.start(started(runId))
+      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      fail = 1
+      yield* store.append({
+        runId,
+        epoch: claimed!.epoch,
+        afterSeq: 1,
+        events: [RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: null })]
+      })
+      assert.deepStrictEqual((yield* store.read(runId, 0)).map((r) => r.type), ["RunStarted", "Emitted"])
+      void Store
+    }))
+})
