@@ -179,18 +179,15 @@ const terminal = (status: RunStatus) => status === "completed" || status === "fa
 export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
   Effect.gen(function*() {
     const store = yield* Store
-    const waitForEnd = Effect.gen(function*() {
-      // Subscribe first, then look: an end between the two is not missed.
-      return yield* store.changes(runId).pipe(
-        Stream.merge(Stream.tick("1 second")),
-        Stream.mapEffect(() => store.get(runId)),
-        Stream.filter((row) => terminal(row.status)),
-        Stream.runHead,
-        Effect.flatMap(Option.match({ onNone: () => store.get(runId), onSome: Effect.succeed }))
-      )
-    })
-    const now = yield* store.get(runId)
-    const row = terminal(now.status) ? now : yield* waitForEnd
+    // Subscribe first, then look (the first hint comes once subscribed): an end in between is not
+    // missed. The tick is the backstop for a lost hint.
+    const row = yield* store.changes(runId).pipe(
+      Stream.merge(Stream.tick("1 second").pipe(Stream.drop(1))),
+      Stream.mapEffect(() => store.get(runId)),
+      Stream.filter((row) => terminal(row.status)),
+      Stream.runHead,
+      Effect.flatMap(Option.match({ onNone: () => store.get(runId), onSome: Effect.succeed }))
+    )
     if (row.status === "cancelled") {
       const view = yield* get(runId)
       const reason = Option.flatMap(view.state.outcome, (o) => (o._tag === "Cancelled" ? o.reason : Option.none()))

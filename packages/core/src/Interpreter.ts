@@ -520,8 +520,11 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       return Option.some({ _tag: "Suspended", wakeAt: earliest === undefined ? null : new Date(earliest) } as const)
     })
 
-    // Signals and cancels sent while this execution runs reach it through the store's hints.
+    // Signals and cancels sent while this execution runs reach it through the store's hints. The
+    // first hint ("subscribed, catch up") is skipped: the claim just returned the log, and events
+    // written in between are caught by the release, which wakes the run if it missed any.
     const follow = yield* store.changes(claimed.runId).pipe(
+      Stream.drop(1),
       Stream.runForEach(() =>
         store.read(claimed.runId, view.length).pipe(
           Effect.map((rows) => {

@@ -306,9 +306,13 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
     get: (runId) => Effect.map(find(runId), row),
 
     changes: (runId) =>
-      Stream.fromPubSub(hub).pipe(
-        Stream.filter((id) => id === runId),
-        Stream.as(undefined)
+      Stream.unwrapScoped(
+        Effect.map(PubSub.subscribe(hub), (subscription) =>
+          // Subscribed first, then the "catch up now" element.
+          Stream.concat(
+            Stream.make(undefined),
+            Stream.fromQueue(subscription).pipe(Stream.filter((id) => id === runId), Stream.as(undefined))
+          ))
       )
   }
   return service

@@ -206,7 +206,10 @@ export interface StoreService {
   /** The run's events after `afterSeq`. */
   readonly read: (runId: string, afterSeq: number) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, RunNotFound | StoreError>
   readonly get: (runId: string) => Effect.Effect<RunRow, RunNotFound | StoreError>
-  /** Hints that the run has new events (a wake-up, never the events themselves). */
+  /**
+   * Hints that the run has new events (never the events themselves). The first element comes once
+   * the subscription is active: read then, so that nothing written just before is missed.
+   */
   readonly changes: (runId: string) => Stream.Stream<void, StoreError>
   /**
    * Hints that some runs may have become runnable: a run was started or sent something, or a run

@@ -239,6 +239,11 @@ export const make = <W extends Workflow.Any>(
             // A full batch: there may be more right now.
             if (claimed.length === free) continue
           }
+          // Full: nothing to claim until an execution ends, and each end pokes the loop.
+          if (concurrency - inFlight <= 0 && !stopping) {
+            yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(pollMs))
+            continue
+          }
           const next = yield* store.nextWakeAt(versions).pipe(Effect.orElseSucceed(() => null))
           const at = yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
           const untilNext = next === null ? pollMs : Math.max(0, next.getTime() - at.getTime())

@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import type { Redacted } from "effect"
-import { Effect, Either, Layer, Stream } from "effect"
+import { Effect, Either, Layer, Schedule, Stream } from "effect"
 import { Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Append from "./internal/sql/appendEvents.js"
@@ -191,8 +191,7 @@ export const make = (options: Options = {}): Effect.Effect<
       claim: Claim.claimRuns(s),
       nextWakeAt: Claim.nextWakeAt(s),
       heartbeat: Claim.heartbeat(s),
-      fence: Append.fence(s),
-      insert: Append.insert(s),
+      append: Append.append(s),
       read: Append.readEvents(s),
       release: releaseRun(s),
       lock: Send.lock(s),
@@ -217,6 +216,10 @@ export const make = (options: Options = {}): Effect.Effect<
       if (dbNow) offset = dbNow.getTime() - Date.now()
     }
 
+    const listenError = (e: PgError.PgError | SchemaName.InvalidIdentifier) =>
+      new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e })
+    const relisten = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("1 second")))
+
     const versions = (workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>) => [
       workflows.map((w) => w.name),
       workflows.map((w) => w.version)
@@ -230,24 +233,30 @@ export const make = (options: Options = {}): Effect.Effect<
 
     type AppendResult = Either.Either<ReadonlyArray<RunEvent.StoredRow>, Store.LeaseLost>
     const appendOnce = (params: Parameters<Store.StoreService["append"]>[0]): Effect.Effect<AppendResult, PgError.PgError> =>
-      pool.transaction((conn) =>
-        Effect.gen(function*() {
-          const terminal = terminalOf(params.events)
-          const [fenced] = yield* conn.query<{ last_seq: number }>(sql.fence, [
-            params.runId,
-            params.epoch,
-            params.events.length,
-            terminal.status,
-            terminal.output,
-            terminal.error
-          ])
-          if (fenced === undefined) return Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })) as AppendResult
-          const base = fenced.last_seq - params.events.length
-          const rows = yield* conn.query<EventRow>(sql.insert, [params.runId, params.afterSeq, base, ...columns(params.events)])
-          if (terminal.status !== null) yield* conn.query("SELECT pg_notify($1, $2)", [channel.events, params.runId])
-          return Either.right(rows.map(toStoredRow)) as AppendResult
-        })
-      )
+      Effect.gen(function*() {
+        const terminal = terminalOf(params.events)
+        const result = yield* pool.query<EventRow>(sql.append, [
+          params.runId,
+          params.epoch,
+          params.events.length,
+          terminal.status,
+          terminal.output,
+          terminal.error,
+          params.afterSeq,
+          ...columns(params.events),
+          channel.events
+        ])
+        // No rows: the fence refused the write (the events inserted are never fewer than one).
+        if (result.length === 0) return Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })) as AppendResult
+        let rows = result.map(toStoredRow)
+        // Events appended by others while this statement waited for the row lock are not in its
+        // snapshot: fetch the gap.
+        if (rows[0]!.seq !== params.afterSeq + 1) {
+          const gap = yield* readRows(params.runId, params.afterSeq)
+          rows = gap.filter((r) => r.seq < rows[0]!.seq).concat(rows)
+        }
+        return Either.right(rows) as AppendResult
+      })
 
     /**
      * After an ambiguous commit (the connection dropped during COMMIT), the append may or may not
@@ -379,17 +388,17 @@ export const make = (options: Options = {}): Effect.Effect<
           return toRunRow(row)
         }),
 
+      // A LISTEN that fails (its connection is being replaced) is tried again: each new
+      // subscription starts with "catch up now", so nothing is missed in between.
       changes: (runId) =>
         listener.listen(channel.events).pipe(
+          Stream.retry(relisten),
           Stream.filter((e) => e._tag === "Listening" || e.payload === runId),
           Stream.as(undefined),
-          Stream.mapError((e) => new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e }))
+          Stream.mapError(listenError)
         ),
 
-      wakeups: listener.listen(channel.wake).pipe(
-        Stream.as(undefined),
-        Stream.mapError((e) => new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e }))
-      ),
+      wakeups: listener.listen(channel.wake).pipe(Stream.retry(relisten), Stream.as(undefined), Stream.mapError(listenError)),
 
       nextWakeAt: (workflows) =>
         pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(

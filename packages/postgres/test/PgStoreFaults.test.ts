@@ -15,6 +15,9 @@ const started = (runId: string) => ({
   tags: []
 })
 
+/** The worker's fenced append: the statement that bumps last_seq and inserts events. */
+const isAppend = (sql: string) => sql.includes("WITH upd AS") && sql.includes("INSERT INTO")
+
 describe("PgStore after an ambiguous commit", () => {
   it.scopedLive("an append whose COMMIT succeeded but was not acknowledged finds its own write and succeeds once", () =>
     Effect.gen(function*() {
@@ -26,11 +29,13 @@ describe("PgStore after an ambiguous commit", () => {
         PgPool.PgPool,
         Effect.map(PgPool.PgPool, (pool) => ({
           ...pool,
-          transaction: (use) =>
-            Effect.flatMap(pool.transaction(use), (result) =>
-              lose-- > 0
-                ? Effect.fail(PgError.fromCause("COMMIT", Object.assign(new Error("Connection terminated unexpectedly"), {})))
-                : Effect.succeed(result))
+          // The append is one statement (its own transaction): it commits, then the connection
+          // "drops" before the reply.
+          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+            Effect.flatMap(pool.query<R>(sql, params), (rows) =>
+              isAppend(sql) && lose-- > 0
+                ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+                : Effect.succeed(rows))
         }) satisfies PgPool.PgPoolService)
       ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
       // Built in the test's scope, so the pool lives as long as the test.
@@ -49,7 +54,7 @@ describe("PgStore after an ambiguous commit", () => {
       assert.strictEqual((yield* store.get(runId)).lastSeq, 2)
     }))
 
-  it.scopedLive("an append that was not committed is tried again", () =>
+  it.scopedLive("an append that never reached the server is tried again", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabase
       let fail = 0
@@ -58,10 +63,10 @@ describe("PgStore after an ambiguous commit", () => {
         PgPool.PgPool,
         Effect.map(PgPool.PgPool, (pool) => ({
           ...pool,
-          transaction: (use) =>
-            fail-- > 0
-              ? Effect.fail(PgError.fromCause("BEGIN", Object.assign(new Error("Connection terminated unexpectedly"), {})))
-              : pool.transaction(use)
+          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+            isAppend(sql) && fail-- > 0
+              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+              : pool.query<R>(sql, params)
         }) satisfies PgPool.PgPoolService)
       ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
       // Built in the test's scope, so the pool lives as long as the test.
