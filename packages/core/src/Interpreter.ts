@@ -77,6 +77,11 @@ export interface Options {
    * running step attempts finish and record, then gives the run back instead of going on.
    */
   readonly stopping?: () => boolean
+  /**
+   * Hints that the run has new events, from a subscription the caller shares among its
+   * executions. Without it the execution subscribes to the store's changes itself.
+   */
+  readonly hints?: Stream.Stream<void>
 }
 
 /**
@@ -213,10 +218,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       )
 
     // ---- the program and its phases ---------------------------------------------------------
-    const failureCodec = Schema.Cause({
-      error: Schema.Union(Workflow.BuiltinError, Workflow.schemaOf(workflow.error)),
-      defect: Schema.Defect
-    })
+    const failureCodec = Workflow.failureSchema(workflow)
     const encodeCause = (cause: Cause.Cause<unknown>) =>
       Json.encode(failureCodec, cause, "the run's failure").pipe(
         // An error the workflow's error Schema does not cover is kept as a defect with its text.
@@ -523,8 +525,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
     // Signals and cancels sent while this execution runs reach it through the store's hints. The
     // first hint ("subscribed, catch up") is skipped: the claim just returned the log, and events
     // written in between are caught by the release, which wakes the run if it missed any.
-    const follow = yield* store.changes(claimed.runId).pipe(
-      Stream.drop(1),
+    const follow = yield* (options.hints ?? store.changes(claimed.runId).pipe(Stream.drop(1))).pipe(
       Stream.runForEach(() =>
         store.read(claimed.runId, view.length).pipe(
           Effect.map((rows) => {
@@ -571,11 +572,7 @@ export const fail = (
   error: Workflow.BuiltinError
 ): Effect.Effect<Result, Store.StoreError> =>
   Effect.gen(function*() {
-    const codec = Schema.Cause({
-      error: Schema.Union(Workflow.BuiltinError, Workflow.schemaOf(workflow.error)),
-      defect: Schema.Defect
-    })
-    const cause = yield* Json.encode(codec, Cause.fail(error), "the run's failure").pipe(Effect.orDie)
+    const cause = yield* Json.encode(Workflow.failureSchema(workflow), Cause.fail(error), "the run's failure").pipe(Effect.orDie)
     return yield* store.append({
       runId: claimed.runId,
       epoch: claimed.epoch,

@@ -301,6 +301,8 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
 
     wakeups: Stream.fromPubSub(wakeHub),
 
+    events: Stream.fromPubSub(hub),
+
     read: (runId, afterSeq) => Effect.map(find(runId), (run) => run.events.slice(afterSeq).map(toRow)),
 
     get: (runId) => Effect.map(find(runId), row),

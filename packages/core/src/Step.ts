@@ -154,13 +154,27 @@ const retryTiming = (policy: RetryPolicy<any> | undefined): RetryPolicy<unknown>
 const isTagged = (e: unknown): e is { readonly _tag: string } =>
   typeof e === "object" && e !== null && typeof (e as { _tag?: unknown })._tag === "string"
 
-/** The Exit codec of a step: its success and error Schemas, plus Chronicle's own step errors. */
-const exitSchema = <A, IA, E, IE>(success: Schema.Schema<A, IA> | undefined, error: Schema.Schema<E, IE> | undefined) =>
-  Schema.Exit({
-    success: (success ?? Schema.Unknown) as Schema.Schema<A, unknown>,
-    failure: Schema.Union(StepTimeout, Json.NotSerializable, (error ?? PlainError) as Schema.Schema<E, unknown>),
-    defect: Schema.Defect
-  })
+/**
+ * The Exit codec of a step: its success and error Schemas, plus Chronicle's own step errors.
+ * Built once per pair of Schemas: a new Schema is a new AST, and Effect caches compiled parsers
+ * per AST, so building it per call recompiled the parser on every step (a fifth of W1's CPU).
+ */
+const exitSchemas = new WeakMap<object, WeakMap<object, Schema.Schema<any, any>>>()
+const exitSchema = <A, IA, E, IE>(
+  success: Schema.Schema<A, IA> | undefined,
+  error: Schema.Schema<E, IE> | undefined
+): Schema.Schema<Exit.Exit<A, E | StepError>, any> => {
+  const s: Schema.Schema<any, any> = success ?? Schema.Unknown
+  const e: Schema.Schema<any, any> = error ?? PlainError
+  let byError = exitSchemas.get(s)
+  if (byError === undefined) exitSchemas.set(s, byError = new WeakMap())
+  let codec = byError.get(e)
+  if (codec === undefined) {
+    codec = Schema.Exit({ success: s, failure: Schema.Union(StepTimeout, Json.NotSerializable, e), defect: Schema.Defect })
+    byError.set(e, codec)
+  }
+  return codec
+}
 
 const makeSpec = <A, IA, E, IE, R, R2>(
   key: string,

@@ -212,6 +212,12 @@ export interface StoreService {
    */
   readonly changes: (runId: string) => Stream.Stream<void, StoreError>
   /**
+   * The ids of runs that have new events, for all runs at once (a worker routes them to its
+   * executions). `"*"` means a hint may have been missed (the channel reconnected): every
+   * listener should look.
+   */
+  readonly events: Stream.Stream<string, StoreError>
+  /**
    * Hints that some runs may have become runnable: a run was started or sent something, or a run
    * was released to run now. Also emitted after the store's wake-up channel reconnects, when a
    * hint may have been missed: a worker claims (polls) on every element.

@@ -90,6 +90,8 @@ interface Held {
   readonly claimed: StoreModule.Claimed
   fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined
   lost: boolean
+  /** Hints that the run has new events (a signal, a cancel), routed from the worker's one subscription. */
+  readonly hints: Queue.Queue<void>
 }
 
 /**
@@ -121,6 +123,21 @@ export const make = <W extends Workflow.Any>(
     // Runs this worker holds, with their executions.
     const held = new Map<string, Held>()
     let stopping = false
+
+    // One subscription to the store's event hints for all executions, routed by run id: a
+    // subscription per execution cost more than the rest of a one-step run (W1: 286 vs 466 runs/s).
+    const routeHints = store.events.pipe(
+      Stream.runForEach((runId) =>
+        Effect.sync(() => {
+          if (runId === "*") for (const h of held.values()) Queue.unsafeOffer(h.hints, undefined)
+          else {
+            const h = held.get(runId)
+            if (h) Queue.unsafeOffer(h.hints, undefined)
+          }
+        })
+      ),
+      Effect.retry({ times: 1_000_000 })
+    )
 
     const heartbeat = Effect.gen(function*() {
       while (true) {
@@ -157,7 +174,7 @@ export const make = <W extends Workflow.Any>(
           )
           return { runId: claimed.runId, result }
         }
-        const entry: Held = { claimed, fiber: undefined, lost: false }
+        const entry: Held = { claimed, fiber: undefined, lost: false, hints: yield* Queue.sliding<void>(1) }
         held.set(claimed.runId, entry)
         entry.fiber = yield* Effect.forkDaemon(Interpreter.execute({
           store,
@@ -165,7 +182,8 @@ export const make = <W extends Workflow.Any>(
           workflow,
           context,
           inMemoryWait,
-          stopping: () => stopping
+          stopping: () => stopping,
+          hints: Stream.fromQueue(entry.hints)
         }))
         const fiber = entry.fiber
         const exit = yield* Fiber.await(fiber).pipe(
@@ -182,6 +200,7 @@ export const make = <W extends Workflow.Any>(
 
     const drain = Effect.gen(function*() {
       yield* Effect.forkScoped(heartbeat)
+      yield* Effect.forkScoped(routeHints)
       const executed: Array<Executed> = []
       while (true) {
         const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions })
@@ -217,6 +236,7 @@ export const make = <W extends Workflow.Any>(
         // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
         // shutdown below waits for running steps.
         yield* Effect.forkScoped(heartbeat)
+        yield* Effect.forkScoped(routeHints)
         yield* Effect.addFinalizer(() => shutdown)
         // Hints first, then the first claim: a hint sent in between is not lost.
         yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)

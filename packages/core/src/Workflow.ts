@@ -20,6 +20,7 @@
  *
  * @since 0.1.0
  */
+import type { Cause, Exit } from "effect"
 import { Duration, Effect, Either, Option, Schema } from "effect"
 import type { RunInfo } from "./Execution.js"
 import { Execution } from "./Execution.js"
@@ -281,9 +282,33 @@ export const emit: {
  * @since 0.1.0
  * @category codec
  */
-export const exitSchema = <W extends Any>(workflow: W) =>
-  Schema.Exit({
-    success: schemaOf(workflow.success) as Schema.Schema<Success<W>, any>,
-    failure: Schema.Union(BuiltinError, schemaOf(workflow.error) as Schema.Schema<Schema.Schema.Type<W["error"]>, any>),
-    defect: Schema.Defect
-  })
+export const exitSchema = <W extends Any>(workflow: W): Schema.Schema<Exit.Exit<Success<W>, Failure<W>>, any> => {
+  let codec = exitSchemas.get(workflow)
+  if (codec === undefined) {
+    codec = Schema.Exit({
+      success: schemaOf(workflow.success),
+      failure: Schema.Union(BuiltinError, schemaOf(workflow.error)),
+      defect: Schema.Defect
+    })
+    exitSchemas.set(workflow, codec)
+  }
+  return codec as Schema.Schema<Exit.Exit<Success<W>, Failure<W>>, any>
+}
+// One codec per workflow: Effect caches compiled parsers per Schema AST.
+const exitSchemas = new WeakMap<Any, Schema.Schema<any, any>>()
+
+/**
+ * The Cause codec of a run's failure: the workflow's error Schema plus Chronicle's errors.
+ *
+ * @since 0.1.0
+ * @category codec
+ */
+export const failureSchema = (workflow: Any): Schema.Schema<Cause.Cause<unknown>, any> => {
+  let codec = failureSchemas.get(workflow)
+  if (codec === undefined) {
+    codec = Schema.Cause({ error: Schema.Union(BuiltinError, schemaOf(workflow.error)), defect: Schema.Defect })
+    failureSchemas.set(workflow, codec)
+  }
+  return codec as Schema.Schema<Cause.Cause<unknown>, any>
+}
+const failureSchemas = new WeakMap<Any, Schema.Schema<any, any>>()

@@ -398,6 +398,12 @@ export const make = (options: Options = {}): Effect.Effect<
           Stream.mapError(listenError)
         ),
 
+      events: listener.listen(channel.events).pipe(
+        Stream.retry(relisten),
+        Stream.map((e) => (e._tag === "Notification" ? e.payload : "*")),
+        Stream.mapError(listenError)
+      ),
+
       wakeups: listener.listen(channel.wake).pipe(Stream.retry(relisten), Stream.as(undefined), Stream.mapError(listenError)),
 
       nextWakeAt: (workflows) =>
