@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import type { Redacted } from "effect"
-import { Effect, Either, Layer, Schedule, Stream } from "effect"
+import { Deferred, Effect, Either, Layer, Schedule, Stream } from "effect"
 import { Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Append from "./internal/sql/appendEvents.js"
@@ -192,6 +192,7 @@ export const make = (options: Options = {}): Effect.Effect<
       nextWakeAt: Claim.nextWakeAt(s),
       heartbeat: Claim.heartbeat(s),
       append: Append.append(s),
+      appendBatch: Append.appendBatch(s),
       read: Append.readEvents(s),
       release: releaseRun(s),
       lock: Send.lock(s),
@@ -232,6 +233,7 @@ export const make = (options: Options = {}): Effect.Effect<
       pool.query<EventRow>(sql.read, [runId, afterSeq]).pipe(Effect.map((rows) => rows.map(toStoredRow)))
 
     type AppendResult = Either.Either<ReadonlyArray<RunEvent.StoredRow>, Store.LeaseLost>
+    type AppendParams = Parameters<Store.StoreService["append"]>[0]
     const appendOnce = (params: Parameters<Store.StoreService["append"]>[0]): Effect.Effect<AppendResult, PgError.PgError> =>
       Effect.gen(function*() {
         const terminal = terminalOf(params.events)
@@ -263,25 +265,117 @@ export const make = (options: Options = {}): Effect.Effect<
      * have happened. Look: if the log ends with exactly these events, they were ours and this is
      * a success; otherwise nothing was written and the append is tried again.
      */
-    const appendOrRecover = (params: Parameters<Store.StoreService["append"]>[0]) =>
-      appendOnce(params).pipe(
-        Effect.catchAll((error) =>
-          error.retryable
-            ? readRows(params.runId, params.afterSeq).pipe(
-              Effect.flatMap((rows) => {
-                const tail = rows.slice(-params.events.length)
-                const ours = tail.length === params.events.length &&
-                  tail.every((row, i) => {
-                    const event = params.events[i]!
-                    return row.type === event.type && row.key === event.key &&
-                      JSON.stringify(row.payload) === JSON.stringify(Json.parse(JSON.stringify(event.payload)))
-                  })
-                return ours ? Effect.succeed(Either.right(rows) as AppendResult) : appendOnce(params)
-              })
-            )
-            : Effect.fail(error)
+    const endsWithOurs = (params: AppendParams, rows: ReadonlyArray<RunEvent.StoredRow>) => {
+      const tail = rows.slice(-params.events.length)
+      return tail.length === params.events.length &&
+        tail.every((row, i) => {
+          const event = params.events[i]!
+          return row.type === event.type && row.key === event.key &&
+            JSON.stringify(row.payload) === JSON.stringify(Json.parse(JSON.stringify(event.payload)))
+        })
+    }
+    /** Looks for the events in the log first; appends them only if they are not there. */
+    const recoverOrAppend = (params: AppendParams) =>
+      readRows(params.runId, params.afterSeq).pipe(
+        Effect.flatMap((rows) =>
+          endsWithOurs(params, rows) ? Effect.succeed(Either.right(rows) as AppendResult) : appendOnce(params)
         )
       )
+    const appendOrRecover = (params: AppendParams) =>
+      appendOnce(params).pipe(Effect.catchAll((error) => (error.retryable ? recoverOrAppend(params) : Effect.fail(error))))
+
+    // ---- group commit ----------------------------------------------------------------------
+    // Appends that arrive while a batch is being written wait for the next batch, so under load
+    // many runs share one statement and one commit; alone, an append goes out at once.
+    interface Pending {
+      readonly params: AppendParams
+      readonly deferred: Deferred.Deferred<AppendResult, PgError.PgError>
+    }
+    const queue: Array<Pending> = []
+    let flushing = false
+    const MAX_BATCH = 200
+
+    const writeBatch = (batch: ReadonlyArray<Pending>): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        if (batch.length === 1) {
+          const only = batch[0]!
+          yield* Deferred.complete(only.deferred, appendOrRecover(only.params))
+          return
+        }
+        const events = batch.flatMap(({ params }) => params.events.map((e, i) => ({ runId: params.runId, ord: i + 1, e })))
+        const terminals = batch.map(({ params }) => terminalOf(params.events))
+        const result = yield* pool.query<EventRow & { run_id: string }>(sql.appendBatch, [
+          batch.map((p) => p.params.runId),
+          batch.map((p) => p.params.epoch),
+          batch.map((p) => p.params.events.length),
+          terminals.map((t) => t.status),
+          terminals.map((t) => t.output),
+          terminals.map((t) => t.error),
+          batch.map((p) => p.params.afterSeq),
+          events.map((x) => x.runId),
+          events.map((x) => x.ord),
+          events.map((x) => x.e.type),
+          events.map((x) => x.e.key),
+          events.map((x) => JSON.stringify(x.e.payload)),
+          channel.events
+        ]).pipe(Effect.either)
+        if (Either.isLeft(result)) {
+          // The batch failed, perhaps after committing: each run looks for its own events before
+          // appending again, alone.
+          yield* Effect.forEach(batch, (p) => Deferred.complete(p.deferred, recoverOrAppend(p.params)), { discard: true })
+          return
+        }
+        const byRun = new Map<string, Array<RunEvent.StoredRow>>()
+        for (const row of result.right) {
+          const list = byRun.get(row.run_id) ?? []
+          list.push(toStoredRow(row))
+          byRun.set(row.run_id, list)
+        }
+        yield* Effect.forEach(batch, ({ deferred, params }) => {
+          const rows = byRun.get(params.runId)
+          if (rows === undefined || rows.length === 0) {
+            return Deferred.succeed(deferred, Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })))
+          }
+          if (rows[0]!.seq === params.afterSeq + 1) return Deferred.succeed(deferred, Either.right(rows))
+          return Deferred.complete(
+            deferred,
+            readRows(params.runId, params.afterSeq).pipe(
+              Effect.map((gap) => Either.right(gap.filter((r) => r.seq < rows[0]!.seq).concat(rows)) as AppendResult)
+            )
+          )
+        }, { discard: true })
+      })
+
+    const flush: Effect.Effect<void> = Effect.gen(function*() {
+      while (queue.length > 0) {
+        const batch: Array<Pending> = []
+        const runs = new Set<string>()
+        // A run at most once per batch; its later append waits for the next one.
+        for (let i = 0; i < queue.length && batch.length < MAX_BATCH;) {
+          const pending = queue[i]!
+          if (runs.has(pending.params.runId)) {
+            i++
+            continue
+          }
+          runs.add(pending.params.runId)
+          batch.push(pending)
+          queue.splice(i, 1)
+        }
+        yield* writeBatch(batch)
+      }
+      flushing = false
+    })
+
+    const enqueueAppend = (params: AppendParams) =>
+      Effect.gen(function*() {
+        const deferred = yield* Deferred.make<AppendResult, PgError.PgError>()
+        queue.push({ params, deferred })
+        if (!flushing) {
+          flushing = true
+          yield* Effect.forkDaemon(flush)
+        }
+        return yield* Deferred.await(deferred)
+      })
 
     const service: Store.StoreService = {
       now,
@@ -313,7 +407,7 @@ export const make = (options: Options = {}): Effect.Effect<
         ),
 
       append: (params) =>
-        appendOrRecover(params).pipe(
+        enqueueAppend(params).pipe(
           Effect.mapError(storeError("append")),
           Effect.flatMap((result) => Either.isLeft(result) ? Effect.fail(result.left) : Effect.succeed(result.right))
         ),

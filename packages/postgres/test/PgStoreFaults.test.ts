@@ -16,7 +16,7 @@ const started = (runId: string) => ({
 })
 
 /** The worker's fenced append: the statement that bumps last_seq and inserts events. */
-const isAppend = (sql: string) => sql.includes("WITH upd AS") && sql.includes("INSERT INTO")
+const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("WITH req AS")) && sql.includes("INSERT INTO")
 
 describe("PgStore after an ambiguous commit", () => {
   it.scopedLive("an append whose COMMIT succeeded but was not acknowledged finds its own write and succeeds once", () =>
@@ -84,5 +84,58 @@ describe("PgStore after an ambiguous commit", () => {
       })
       assert.deepStrictEqual((yield* store.read(runId, 0)).map((r) => r.type), ["RunStarted", "Emitted"])
       void Store
+    }))
+})
+
+describe("PgStore group commit", () => {
+  it.scopedLive("concurrent appends share a statement, each fenced by its own epoch", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      const statements: Array<string> = []
+      // The real pool, noting which append statement each write used.
+      const watched = Layer.effect(
+        PgPool.PgPool,
+        Effect.map(PgPool.PgPool, (pool) => ({
+          ...pool,
+          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => {
+            if (isAppend(sql)) statements.push(sql.includes("unnest($1::uuid[]") ? "batch" : "single")
+            return pool.query<R>(sql, params)
+          }
+        }) satisfies PgPool.PgPoolService)
+      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
+      const context = yield* Layer.build(Layer.merge(watched, PgListener.layer({ connectionString: url })))
+      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const ids = Array.from({ length: 6 }, () => crypto.randomUUID())
+      for (const id of ids) yield* store.start(started(id))
+      const claimed = yield* store.claim({ owner: "w1", limit: 6, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      assert.strictEqual(claimed.length, 6)
+      // Another worker takes one run over (its lease made to look expired).
+      const stolen = claimed[2]!
+      const pool = (yield* Effect.provide(PgPool.PgPool, context))
+      yield* pool.query("UPDATE chronicle.runs SET lease_until = now() - interval '1 second' WHERE id = $1", [stolen.runId])
+      const [retaken] = yield* store.claim({ owner: "w2", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      assert.strictEqual(retaken?.runId, stolen.runId)
+
+      const results = yield* Effect.all(
+        claimed.map((c) =>
+          store.append({
+            runId: c.runId,
+            epoch: c.epoch,
+            afterSeq: 1,
+            events: [RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: { run: c.runId } })]
+          }).pipe(Effect.either)
+        ),
+        { concurrency: "unbounded" }
+      )
+      results.forEach((r, i) => {
+        if (i === 2) assert.strictEqual(r._tag === "Left" && r.left._tag, "LeaseLost")
+        else assert.deepStrictEqual(r._tag === "Right" && r.right.map((row) => [row.seq, row.type]), [[2, "Emitted"]])
+      })
+      assert.include(statements, "batch", "concurrent appends were coalesced")
+      assert.isBelow(statements.length, 6)
+      for (const [i, c] of claimed.entries()) {
+        const log = yield* store.read(c.runId, 0)
+        assert.deepStrictEqual(log.map((r) => r.type), i === 2 ? ["RunStarted"] : ["RunStarted", "Emitted"])
+      }
     }))
 })

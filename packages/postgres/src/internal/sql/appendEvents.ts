@@ -43,3 +43,48 @@ ORDER BY seq`
 /** Events after a seq, for recovery after an ambiguous commit and for readers. */
 export const readEvents = (s: string) => `
 SELECT seq, type, key, payload, at FROM ${s}.events WHERE run_id = $1::uuid AND seq > $2::int ORDER BY seq`
+
+/**
+ * Group commit: the appends of many runs in one statement, so one round trip and one commit (one
+ * WAL flush) for a whole batch. Each run's part is fenced by its own epoch: a run whose lease was
+ * taken over is left out (no rows come back for it) and its execution is stopped; the others are
+ * written. A run appears at most once per batch (the caller makes sure), since UPDATE ... FROM
+ * applies one row of `req` per target row.
+ *
+ * Returns, per run, the events after its worker's view: the ones others appended since, then its
+ * own (a gap left by an outside write that raced the lock is read by the caller, as for `append`).
+ *
+ * @internal
+ */
+export const appendBatch = (s: string) => `
+WITH req AS (
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[])
+    AS r(id, epoch, n, term, output, error, after)
+), upd AS (
+  UPDATE ${s}.runs r
+  SET last_seq = r.last_seq + req.n,
+      updated_at = now(),
+      status = coalesce(req.term, r.status),
+      output = CASE WHEN req.term = 'completed' THEN req.output ELSE r.output END,
+      error = CASE WHEN req.term = 'failed' THEN req.error ELSE r.error END,
+      lease_owner = CASE WHEN req.term IS NULL THEN r.lease_owner END,
+      lease_until = CASE WHEN req.term IS NULL THEN r.lease_until END,
+      wake_at = CASE WHEN req.term IS NULL THEN r.wake_at END,
+      parked = CASE WHEN req.term IS NULL THEN r.parked ELSE false END
+  FROM req
+  WHERE r.id = req.id AND r.lease_epoch = req.epoch AND r.lease_owner IS NOT NULL AND r.status = 'running'
+  RETURNING r.id, r.last_seq, req.n, req.after,
+            CASE WHEN req.term IS NOT NULL THEN pg_notify($13::text, r.id::text) END AS notified
+), ev AS (
+  SELECT * FROM unnest($8::uuid[], $9::int[], $10::text[], $11::text[], $12::jsonb[]) AS e(run_id, ord, type, key, payload)
+), ins AS (
+  INSERT INTO ${s}.events (run_id, seq, type, key, payload)
+  SELECT ev.run_id, upd.last_seq - upd.n + ev.ord, ev.type, ev.key, ev.payload
+  FROM ev JOIN upd ON upd.id = ev.run_id
+  RETURNING run_id, seq, type, key, payload, at
+)
+SELECT run_id::text AS run_id, seq, type, key, payload, at FROM ins
+UNION ALL
+SELECT e.run_id::text, e.seq, e.type, e.key, e.payload, e.at FROM ${s}.events e JOIN upd ON e.run_id = upd.id
+WHERE e.seq > upd.after AND e.seq <= upd.last_seq - upd.n
+ORDER BY 1, 2`
