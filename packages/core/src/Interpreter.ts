@@ -82,6 +82,12 @@ export interface Options {
    * executions. Without it the execution subscribes to the store's changes itself.
    */
   readonly hints?: Stream.Stream<void>
+  /**
+   * Told when the execution starts waiting in memory for a due time (true) and when it goes on
+   * (false): a worker need not count such an execution against its concurrency, since it uses no
+   * CPU and no connection while it waits.
+   */
+  readonly onMemoryWait?: (waiting: boolean) => void
 }
 
 /**
@@ -328,7 +334,12 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
         )
       })
 
+    let memoryWaiting = false
     const iterate: Effect.Effect<Option.Option<Result>, Store.StoreError> = Effect.gen(function*() {
+      if (memoryWaiting) {
+        memoryWaiting = false
+        options.onMemoryWait?.(false)
+      }
       if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
       if (corrupt || ledger.nondeterminism) {
         const error = corrupt ?? ledger.nondeterminism!
@@ -505,6 +516,10 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       const earliest = dues.length > 0 ? Math.min(...dues) : undefined
       if (earliest !== undefined && earliest - at.getTime() <= inMemoryWait) {
         timers.push(yield* Effect.forkDaemon(Effect.sleep(Math.max(0, earliest - at.getTime())).pipe(Effect.tap(() => signalWake()))))
+        if (!memoryWaiting) {
+          memoryWaiting = true
+          options.onMemoryWait?.(true)
+        }
         return Option.none()
       }
       // Suspend: interruption from outside, so the workflow's own error handlers never see it.
@@ -527,7 +542,9 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
     // written in between are caught by the release, which wakes the run if it missed any.
     const follow = yield* (options.hints ?? store.changes(claimed.runId).pipe(Stream.drop(1))).pipe(
       Stream.runForEach(() =>
-        store.read(claimed.runId, view.length).pipe(
+        // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
+        // that very write) need no read.
+        phase._tag === "Finishing" ? Effect.void : store.read(claimed.runId, view.length).pipe(
           Effect.map((rows) => {
             extend(rows)
             signalWake()

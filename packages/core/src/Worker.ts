@@ -123,6 +123,11 @@ export const make = <W extends Workflow.Any>(
     // Runs this worker holds, with their executions.
     const held = new Map<string, Held>()
     let stopping = false
+    // Executions waiting in memory for a due time do not count against `concurrency` (they use no
+    // CPU or connection), up to `maxHeld` executions in all. Freed capacity pokes the claim loop.
+    let memoryWaiting = 0
+    const maxHeld = concurrency * 10
+    const capacity = yield* Queue.sliding<void>(1)
 
     // One subscription to the store's event hints for all executions, routed by run id: a
     // subscription per execution cost more than the rest of a one-step run (W1: 286 vs 466 runs/s).
@@ -183,7 +188,11 @@ export const make = <W extends Workflow.Any>(
           context,
           inMemoryWait,
           stopping: () => stopping,
-          hints: Stream.fromQueue(entry.hints)
+          hints: Stream.fromQueue(entry.hints),
+          onMemoryWait: (waiting) => {
+            memoryWaiting += waiting ? 1 : -1
+            if (waiting) Queue.unsafeOffer(capacity, undefined)
+          }
         }))
         const fiber = entry.fiber
         const exit = yield* Fiber.await(fiber).pipe(
@@ -241,8 +250,9 @@ export const make = <W extends Workflow.Any>(
         // Hints first, then the first claim: a hint sent in between is not lost.
         yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
         let inFlight = 0
+        yield* Queue.take(capacity).pipe(Effect.zipRight(poke), Effect.forever, Effect.forkScoped)
         while (true) {
-          const free = concurrency - inFlight
+          const free = Math.min(concurrency - (inFlight - memoryWaiting), maxHeld - inFlight)
           if (free > 0 && !stopping) {
             const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions }).pipe(
               Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
@@ -259,8 +269,8 @@ export const make = <W extends Workflow.Any>(
             // A full batch: there may be more right now.
             if (claimed.length === free) continue
           }
-          // Full: nothing to claim until an execution ends, and each end pokes the loop.
-          if (concurrency - inFlight <= 0 && !stopping) {
+          // Full: nothing to claim until an execution ends or starts waiting, and each pokes the loop.
+          if (free <= 0 && !stopping) {
             yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(pollMs))
             continue
           }
