@@ -14,7 +14,6 @@ CREATE TABLE "chronicle".events (
 );
 
 ALTER TABLE "chronicle".events ADD CONSTRAINT events_seq_check CHECK ((seq >= 1));
-ALTER TABLE "chronicle".events ADD CONSTRAINT events_run_id_fkey FOREIGN KEY (run_id) REFERENCES chronicle.runs(id) ON DELETE CASCADE;
 ALTER TABLE "chronicle".events ADD CONSTRAINT events_pkey PRIMARY KEY (run_id, seq);
 CREATE INDEX events_feed ON chronicle.events USING btree (tx, run_id, seq);
 CREATE UNIQUE INDEX events_one_completion ON chronicle.events USING btree (run_id, type, key) WHERE (type = ANY (ARRAY['StepCompleted'::text, 'TimerFired'::text, 'SignalReceived'::text, 'ChildCompleted'::text]));

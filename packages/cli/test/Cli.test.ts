@@ -67,10 +67,10 @@ describe("chronicle (command line)", () => {
       const url = yield* TestDatabase.emptyDatabase
       const first = yield* spawnCli(["migrate", "--schema", "app_chronicle"], { DATABASE_URL: url })
       assert.strictEqual(first.code, 0, first.stderr)
-      assert.match(first.stdout, /applied 0001_init\.sql\napplied 0002_worker_state\.sql/)
+      assert.match(first.stdout, /applied 0001_init\.sql\napplied 0002_worker_state\.sql\napplied 0003_events_without_fk\.sql/)
       const second = yield* spawnCli(["migrate", "--schema", "app_chronicle"], { DATABASE_URL: url })
       assert.strictEqual(second.code, 0, second.stderr)
-      assert.match(second.stdout, /Schema "app_chronicle" is up to date \(2 migrations\)/)
+      assert.match(second.stdout, /Schema "app_chronicle" is up to date \(3 migrations\)/)
       const tables = yield* Effect.flatMap(PgPool.PgPool, (p) =>
         p.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'app_chronicle' ORDER BY 1")
       ).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
