@@ -15,6 +15,20 @@ const started = (runId: string) => ({
   tags: []
 })
 
+/**
+ * A PgStore on `url` whose pool is the real one but for `query`, replaced by `wrap(pool)` (fault
+ * injection at the store's edge). Built in the test's scope, so the pool lives as long as the test.
+ */
+const storeWith = (url: string, wrap: (pool: PgPool.PgPoolService) => PgPool.PgPoolService["query"]) =>
+  Effect.gen(function*() {
+    const wrapped = Layer.effect(
+      PgPool.PgPool,
+      Effect.map(PgPool.PgPool, (pool) => ({ ...pool, query: wrap(pool) }) satisfies PgPool.PgPoolService)
+    ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
+    const context = yield* Layer.build(Layer.merge(wrapped, PgListener.layer({ connectionString: url })))
+    return { context, store: yield* PgStore.make().pipe(Effect.provide(context)) }
+  })
+
 /** The worker's fenced append: the statement that bumps last_seq and inserts events. */
 const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("WITH req AS")) && sql.includes("INSERT INTO")
 
@@ -25,22 +39,16 @@ describe("PgStore after an ambiguous commit", () => {
       let lose = 0
       // The real pool, except that the next `lose` transactions report a lost connection after
       // they committed.
-      const flaky = Layer.effect(
-        PgPool.PgPool,
-        Effect.map(PgPool.PgPool, (pool) => ({
-          ...pool,
-          // The append is one statement (its own transaction): it commits, then the connection
-          // "drops" before the reply.
-          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
-            Effect.flatMap(pool.query<R>(sql, params), (rows) =>
-              isAppend(sql) && lose-- > 0
-                ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
-                : Effect.succeed(rows))
-        }) satisfies PgPool.PgPoolService)
-      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
-      // Built in the test's scope, so the pool lives as long as the test.
-      const context = yield* Layer.build(Layer.merge(flaky, PgListener.layer({ connectionString: url })))
-      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const { store } = yield* storeWith(
+        url,
+        // The append is one statement (its own transaction): it commits, then the connection
+        // "drops" before the reply.
+      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+          Effect.flatMap(pool.query<R>(sql, params), (rows) =>
+            isAppend(sql) && lose-- > 0
+              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+              : Effect.succeed(rows))
+      )
       const runId = crypto.randomUUID()
       yield* store.start(started(runId))
       const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
@@ -59,19 +67,13 @@ describe("PgStore after an ambiguous commit", () => {
       const url = yield* freshDatabase
       let fail = 0
       // Fails before doing anything: nothing was written, so the store must write it.
-      const flaky = Layer.effect(
-        PgPool.PgPool,
-        Effect.map(PgPool.PgPool, (pool) => ({
-          ...pool,
-          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
-            isAppend(sql) && fail-- > 0
-              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
-              : pool.query<R>(sql, params)
-        }) satisfies PgPool.PgPoolService)
-      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
-      // Built in the test's scope, so the pool lives as long as the test.
-      const context = yield* Layer.build(Layer.merge(flaky, PgListener.layer({ connectionString: url })))
-      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const { store } = yield* storeWith(
+        url,
+      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+          isAppend(sql) && fail-- > 0
+            ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+            : pool.query<R>(sql, params)
+      )
       const runId = crypto.randomUUID()
       yield* store.start(started(runId))
       const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
@@ -93,18 +95,13 @@ describe("PgStore group commit", () => {
       const url = yield* freshDatabase
       const statements: Array<string> = []
       // The real pool, noting which append statement each write used.
-      const watched = Layer.effect(
-        PgPool.PgPool,
-        Effect.map(PgPool.PgPool, (pool) => ({
-          ...pool,
-          query: <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => {
-            if (isAppend(sql)) statements.push(sql.includes("unnest($1::uuid[]") ? "batch" : "single")
-            return pool.query<R>(sql, params)
-          }
-        }) satisfies PgPool.PgPoolService)
-      ).pipe(Layer.provide(PgPool.layer({ connectionString: url, max: 4 })))
-      const context = yield* Layer.build(Layer.merge(watched, PgListener.layer({ connectionString: url })))
-      const store = yield* PgStore.make().pipe(Effect.provide(context))
+      const { context, store } = yield* storeWith(
+        url,
+      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => {
+          if (isAppend(sql)) statements.push(sql.includes("unnest($1::uuid[]") ? "batch" : "single")
+          return pool.query<R>(sql, params)
+        }
+      )
       const ids = Array.from({ length: 6 }, () => crypto.randomUUID())
       for (const id of ids) yield* store.start(started(id))
       const claimed = yield* store.claim({ owner: "w1", limit: 6, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
