@@ -19,6 +19,7 @@ import type { Context } from "effect"
 import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Queue, Schema, Stream } from "effect"
 import type { AttemptOutcome, ExecutionService } from "./Execution.js"
 import { Execution } from "./Execution.js"
+import * as Faults from "./Faults.js"
 import type { Request, Resolution, StepRequest } from "./internal/ledger.js"
 import { Ledger, NonDeterminism } from "./internal/ledger.js"
 import { WorkflowScheduler } from "./internal/scheduler.js"
@@ -310,6 +311,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
           req.spec.attempt(attempt).pipe(
             Effect.flatMap((outcome: AttemptOutcome) =>
               Effect.gen(function*() {
+                Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })
                 req.attempt = attempt
                 req.status = "recording"
                 req.fiber = undefined
@@ -366,6 +368,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       }
 
       if (phase._tag === "Finishing") {
+        Faults.hit("before-terminal-append", { runId: claimed.runId })
         yield* append([...outcomes.splice(0), phase.event])
         return Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)
       }
@@ -524,6 +527,7 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
       }
       // Suspend: interruption from outside, so the workflow's own error handlers never see it.
       yield* stopProgram
+      Faults.hit("before-release", { runId: claimed.runId })
       const release = yield* store.release({
         runId: claimed.runId,
         epoch: claimed.epoch,

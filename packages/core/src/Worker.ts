@@ -24,6 +24,7 @@
  */
 import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream } from "effect"
 import { Execution } from "./Execution.js"
+import * as Faults from "./Faults.js"
 import * as Interpreter from "./Interpreter.js"
 import { Store } from "./Store.js"
 import type * as StoreModule from "./Store.js"
@@ -216,6 +217,7 @@ export const make = <W extends Workflow.Any>(
       while (true) {
         const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions })
         if (claimed.length === 0) return executed as ReadonlyArray<Executed>
+        for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
         executed.push(...(yield* Effect.forEach(claimed, executeOne, { concurrency })))
       }
     }).pipe(Effect.scoped)
@@ -259,6 +261,7 @@ export const make = <W extends Workflow.Any>(
             const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions }).pipe(
               Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
             )
+            for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
             for (const c of claimed) {
               inFlight++
               yield* executeOne(c).pipe(

@@ -12,6 +12,11 @@ export * as Client from "./Client.js"
 export * as Execution from "./Execution.js"
 /** @since 0.1.0 */
 export * as Interpreter from "./Interpreter.js"
+
+/**
+ * @since 0.1.0
+ */
+export * as Faults from "./Faults.js"
 /** @since 0.1.0 */
 export * as Json from "./Json.js"
 /** @since 0.1.0 */

@@ -10,7 +10,7 @@
  */
 import type { Redacted } from "effect"
 import { Deferred, Effect, Either, Layer, Schedule, Stream } from "effect"
-import { Json, RunEvent, Store } from "@chronicle/core"
+import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Append from "./internal/sql/appendEvents.js"
 import * as Claim from "./internal/sql/claimRuns.js"
@@ -18,6 +18,7 @@ import { releaseRun } from "./internal/sql/releaseRun.js"
 import * as Send from "./internal/sql/sendEvent.js"
 import { startRun } from "./internal/sql/startRun.js"
 import type * as PgError from "./PgError.js"
+import * as PgErrorModule from "./PgError.js"
 import * as PgListener from "./PgListener.js"
 import * as PgPool from "./PgPool.js"
 import * as SchemaName from "./SchemaName.js"
@@ -46,6 +47,10 @@ export interface Queryable {
 export const channels = (schema: string) => ({ wake: `${schema}_wake`, events: `${schema}_events` })
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** What a fault point's "fail" after a commit looks like: the connection died before the reply. */
+const lostAck = () =>
+  PgErrorModule.fromCause("append", Object.assign(new Error("Connection terminated (fault point after-commit-before-ack)"), { code: "ECONNRESET" }))
 
 const storeError = (op: string) => (e: PgError.PgError) =>
   new Store.StoreError({ op, message: e.message, retryable: e.retryable, cause: e })
@@ -248,6 +253,9 @@ export const make = (options: Options = {}): Effect.Effect<
           ...columns(params.events),
           channel.events
         ])
+        if (result.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
+          return yield* Effect.fail(lostAck())
+        }
         // No rows: the fence refused the write (the events inserted are never fewer than one).
         if (result.length === 0) return Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })) as AppendResult
         let rows = result.map(toStoredRow)
@@ -333,6 +341,9 @@ export const make = (options: Options = {}): Effect.Effect<
         }
         yield* Effect.forEach(batch, ({ deferred, params }) => {
           const rows = byRun.get(params.runId)
+          if (rows !== undefined && rows.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
+            return Deferred.complete(deferred, recoverOrAppend(params))
+          }
           if (rows === undefined || rows.length === 0) {
             return Deferred.succeed(deferred, Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })))
           }
