@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Effect, Either, Option, Schema, Stream } from "effect"
+import { Cause, Chunk, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
 import * as RunState from "./RunState.js"
@@ -215,3 +215,156 @@ export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
 export const failureOf = <W extends Workflow.Any>(workflow: W, runId: string) =>
   Effect.map(Effect.either(Effect.exit(result(workflow, runId))), (e) =>
     Either.isRight(e) && e.right._tag === "Failure" ? Option.some(e.right.cause) : Option.none<Cause.Cause<unknown>>())
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface WatchOptions {
+  /** The first seq to hand out. Default 1: the whole log, then what comes. */
+  readonly fromSeq?: number
+  /** How often to look when no hint came (a hint lost with a dropped connection). Default 1 second. */
+  readonly pollInterval?: Duration.DurationInput
+}
+
+/**
+ * The run's events, decoded: the log from `fromSeq`, then each event as it is written, ending
+ * after the terminal event (which it includes). Every read asks for the events after the last seq
+ * handed out, so a hint that is lost, repeated or late (the LISTEN connection reconnecting) can
+ * neither skip nor repeat an event.
+ *
+ * @since 0.1.0
+ * @category subscriptions
+ */
+export const watch = (
+  runId: string,
+  options: WatchOptions = {}
+): Stream.Stream<RunEvent.Logged, StoreModule.RunNotFound | StoreModule.StoreError | RunEvent.CorruptEvent, Store> =>
+  Stream.unwrap(Effect.gen(function*() {
+    const store = yield* Store
+    let last = Math.max(0, (options.fromSeq ?? 1) - 1)
+    // Subscribed first (the first element), then looked: nothing written in between is missed.
+    const hints = store.activity.pipe(
+      Stream.filter((id) => id === runId || id === "*"),
+      Stream.merge(Stream.tick(options.pollInterval ?? "1 second")),
+      Stream.buffer({ capacity: 1, strategy: "sliding" })
+    )
+    const row = yield* store.get(runId)
+    // Already over, and everything asked for has been seen: nothing to wait for.
+    if (terminal(row.status) && row.lastSeq <= last) return Stream.empty
+    return hints.pipe(
+      Stream.mapEffect(() => store.read(runId, last)),
+      Stream.mapEffect((rows) =>
+        Effect.forEach(rows, (r) => RunEvent.fromStored(r)).pipe(
+          Effect.tap((logged) =>
+            Effect.sync(() => {
+              if (logged.length > 0) last = logged[logged.length - 1]!.seq
+            })
+          )
+        )
+      ),
+      Stream.flattenIterables,
+      Stream.takeUntil((logged) => RunEvent.terminalTypes.includes(logged.event._tag))
+    )
+  }))
+
+/**
+ * An event of the feed: which run, which workflow, where in the feed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FeedEvent extends RunEvent.Logged {
+  readonly runId: string
+  readonly workflow: string
+  /** Save it; `feed({ after: cursor })` resumes right after this event. */
+  readonly cursor: string
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface FeedOptions {
+  /** Resume after this cursor; default from the beginning of the log. */
+  readonly after?: string | null
+  /** Only events of runs of these workflows. */
+  readonly workflows?: ReadonlyArray<string>
+  /** Only events of these types (`RunEvent` tags, e.g. "Emitted", "RunCompleted"). */
+  readonly types?: ReadonlyArray<RunEvent.Type>
+  /** Events read per statement. Default 500. */
+  readonly batchSize?: number
+  /** How often to look when no hint came. Default 1 second. */
+  readonly pollInterval?: Duration.DurationInput
+  /**
+   * Told when committed events wait behind a transaction that is still open, with how long it has
+   * been open. Default: a warning in the log once the wait passes `heldBackWarning`.
+   */
+  readonly onHeldBack?: (heldBack: StoreModule.HeldBack & { readonly forMillis: number | null }) => Effect.Effect<void>
+  /** When the default `onHeldBack` starts warning. Default 5 seconds. */
+  readonly heldBackWarning?: Duration.DurationInput
+}
+
+/**
+ * Every run's events, across runs, without end: for projections, webhooks and audit. Events come
+ * in cursor order, and only once every transaction older than them has finished, so no event can
+ * later appear behind a cursor already handed out: resuming from a saved cursor neither skips nor
+ * repeats. A transaction held open delays the feed; the delay is reported (`onHeldBack`), not
+ * hidden.
+ *
+ * @since 0.1.0
+ * @category subscriptions
+ */
+export const feed = (
+  options: FeedOptions = {}
+): Stream.Stream<FeedEvent, StoreModule.StoreError | StoreModule.InvalidCursor | RunEvent.CorruptEvent, Store> =>
+  Stream.unwrapScoped(Effect.gen(function*() {
+    const store = yield* Store
+    const limit = options.batchSize ?? 500
+    const pollMs = Duration.toMillis(options.pollInterval ?? "1 second")
+    const warnAfter = Duration.toMillis(options.heldBackWarning ?? "5 seconds")
+    let lastWarning = 0
+    const onHeldBack = options.onHeldBack ?? ((held) =>
+      Effect.suspend(() => {
+        if (held.forMillis === null || held.forMillis < warnAfter || Date.now() - lastWarning < warnAfter) return Effect.void
+        lastWarning = Date.now()
+        return Effect.logWarning(
+          `Chronicle feed held back ${Math.round(held.forMillis / 1000)} s by an open transaction` +
+            (held.pid === null ? "" : ` (pid ${held.pid}${held.applicationName ? `, ${held.applicationName}` : ""})`)
+        )
+      }))
+    const hints = yield* Queue.sliding<void>(1)
+    // Subscribed before the first read; its first element ("*") arrives once it is active.
+    yield* store.activity.pipe(
+      Stream.runForEach(() => Queue.offer(hints, undefined)),
+      Effect.retry({ times: 1_000_000 }),
+      Effect.forkScoped
+    )
+    let after = options.after ?? null
+    const page = Effect.gen(function*() {
+      while (true) {
+        const result = yield* store.feed({ after, limit, workflows: options.workflows, types: options.types })
+        if (result.rows.length > 0) {
+          const events = yield* Effect.forEach(result.rows, (row) =>
+            Effect.map(RunEvent.fromStored(row), (logged): FeedEvent => ({
+              ...logged,
+              runId: row.runId,
+              workflow: row.workflow,
+              cursor: row.cursor
+            })))
+          after = events[events.length - 1]!.cursor
+          return Chunk.unsafeFromArray(events)
+        }
+        if (result.heldBack !== null) {
+          const since = result.heldBack.since
+          const at = yield* store.now
+          yield* onHeldBack({ ...result.heldBack, forMillis: since === null ? null : at.getTime() - since.getTime() })
+          // Nothing tells when the holder ends: look again soon.
+          yield* Effect.sleep(Math.min(pollMs, 100))
+          continue
+        }
+        yield* Effect.raceFirst(Queue.take(hints), Effect.sleep(pollMs))
+      }
+    })
+    return Stream.repeatEffectChunk(page)
+  }))

@@ -65,6 +65,8 @@ const toRow = (e: StoredText): RunEvent.StoredRow => ({
  */
 export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
   const runs = new Map<string, MutableRun>()
+  // The feed: every event in write order (in memory every write has finished when it returns).
+  const journal: Array<{ readonly run: MutableRun; readonly seq: number }> = []
   const byKey = new Map<string, string>()
   const hub = yield* PubSub.unbounded<string>()
   const wakeHub = yield* PubSub.unbounded<void>()
@@ -74,6 +76,7 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
 
   const insert = (run: MutableRun, events: ReadonlyArray<RunEvent.Stored>, at: number) => {
     for (const e of events) {
+      journal.push({ run, seq: run.events.length + 1 })
       const stored: StoredText = {
         seq: run.events.length + 1,
         type: e.type,
@@ -302,6 +305,29 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
     wakeups: Stream.fromPubSub(wakeHub),
 
     events: Stream.fromPubSub(hub),
+
+    activity: Stream.unwrapScoped(
+      Effect.map(PubSub.subscribe(hub), (subscription) => Stream.concat(Stream.make("*"), Stream.fromQueue(subscription)))
+    ),
+
+    feed: ({ after, limit, types, workflows }) =>
+      Effect.gen(function*() {
+        let from = 0
+        if (after !== null) {
+          const match = /^m(\d+)$/.exec(after)
+          if (match === null) return yield* new Store.InvalidCursor({ cursor: after, reason: "not a cursor of the in-memory store" })
+          from = Number(match[1])
+        }
+        const rows: Array<Store.FeedRow> = []
+        for (let i = from; i < journal.length && rows.length < limit; i++) {
+          const entry = journal[i]!
+          const event = entry.run.events[entry.seq - 1]!
+          if (workflows !== undefined && !workflows.includes(entry.run.workflow)) continue
+          if (types !== undefined && !types.includes(event.type)) continue
+          rows.push({ ...toRow(event), runId: entry.run.id, workflow: entry.run.workflow, cursor: `m${i + 1}` })
+        }
+        return { rows, heldBack: null }
+      }),
 
     read: (runId, afterSeq) => Effect.map(find(runId), (run) => run.events.slice(afterSeq).map(toRow)),
 

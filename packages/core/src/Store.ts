@@ -150,6 +150,59 @@ export class StoreError extends Data.TaggedError("StoreError")<{
 }> {}
 
 /**
+ * An event as the feed hands it out: its run, the run's workflow, and its position in the feed.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FeedRow extends RunEvent.StoredRow {
+  readonly runId: string
+  readonly workflow: string
+  /** Opaque; `feed({ after: cursor })` continues right after this event. */
+  readonly cursor: string
+}
+
+/**
+ * Why the feed is not handing out events that are already committed: a transaction that began
+ * before them is still open, and until it ends, an event of it could still appear before them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HeldBack {
+  /** When the oldest open transaction began (null when the server does not say). */
+  readonly since: Date | null
+  /** Its server process and application name, to find it. */
+  readonly pid: number | null
+  readonly applicationName: string | null
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface FeedPage {
+  readonly rows: ReadonlyArray<FeedRow>
+  /** Set when the page is short because committed events are held back by an open transaction. */
+  readonly heldBack: HeldBack | null
+}
+
+/**
+ * A feed cursor that this store did not hand out (malformed or from another store).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidCursor", {
+  cursor: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `Invalid feed cursor ${JSON.stringify(this.cursor)}: ${this.reason}`
+  }
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -203,6 +256,17 @@ export interface StoreService {
    * match its log, so no compensation can be replayed), with a `RunCancelled` that says so.
    */
   readonly send: (runId: string, event: RunEvent.Stored) => Effect.Effect<SendResult, RunNotFound | StoreError>
+  /**
+   * Events of all runs after `after` (null: from the beginning), in feed order, at most `limit`.
+   * Only events whose transaction is older than every transaction still open are handed out, so
+   * nothing can later appear behind a cursor already handed out.
+   */
+  readonly feed: (params: {
+    readonly after: string | null
+    readonly limit: number
+    readonly workflows?: ReadonlyArray<string> | undefined
+    readonly types?: ReadonlyArray<string> | undefined
+  }) => Effect.Effect<FeedPage, InvalidCursor | StoreError>
   /** The run's events after `afterSeq`. */
   readonly read: (runId: string, afterSeq: number) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, RunNotFound | StoreError>
   readonly get: (runId: string) => Effect.Effect<RunRow, RunNotFound | StoreError>
@@ -217,6 +281,11 @@ export interface StoreService {
    * listener should look.
    */
   readonly events: Stream.Stream<string, StoreError>
+  /**
+   * The ids of runs with any new event (started, appended, sent), for watchers and the feed. `"*"`
+   * comes first, once the subscription is active, and again whenever a hint may have been missed.
+   */
+  readonly activity: Stream.Stream<string, StoreError>
   /**
    * Hints that some runs may have become runnable: a run was started or sent something, or a run
    * was released to run now. Also emitted after the store's wake-up channel reconnects, when a

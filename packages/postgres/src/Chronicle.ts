@@ -15,13 +15,14 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Effect, Exit, Layer, ManagedRuntime } from "effect"
-import type { Store, Workflow } from "@chronicle/core"
+import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schedule, Stream } from "effect"
+import type { RunEvent, Store, Workflow } from "@chronicle/core"
 import { Client, Worker } from "@chronicle/core"
 import type pg from "pg"
 import * as Migrator from "./Migrator.js"
 import * as PgClient from "./PgClient.js"
 import * as PgStore from "./PgStore.js"
+import * as Projection from "./Projection.js"
 
 /**
  * @since 0.1.0
@@ -43,6 +44,27 @@ export interface Options<W extends Workflow.Any> {
   readonly max?: number
   /** Told of every execution's end (for logs and progress). */
   readonly onExecuted?: (executed: Worker.Executed) => void
+}
+
+/**
+ * `Client.FeedOptions` with a plain callback.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FeedOptions extends Omit<Client.FeedOptions, "onHeldBack"> {
+  readonly onHeldBack?: (heldBack: Store.HeldBack & { readonly forMillis: number | null }) => void
+}
+
+/**
+ * `Projection.Options` with Promises.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProjectOptions extends Omit<Projection.Options<unknown, never>, "apply" | "onHeldBack"> {
+  readonly apply: (events: ReadonlyArray<Client.FeedEvent>, client: pg.PoolClient) => Promise<void>
+  readonly onError?: (error: unknown) => void
 }
 
 /**
@@ -69,6 +91,23 @@ export interface Chronicle {
   readonly resume: (runId: string) => Promise<Store.SendResult>
   readonly get: (runId: string) => Promise<Client.RunView>
   readonly list: (options?: PgClient.ListOptions) => Promise<PgClient.Page>
+  /**
+   * The run's events as they are written, from `fromSeq` (default 1), ending after the terminal
+   * event: `for await (const { seq, event } of chronicle.watch(runId)) ...`. Leaving the loop
+   * unsubscribes.
+   */
+  readonly watch: (runId: string, options?: Client.WatchOptions) => AsyncIterable<RunEvent.Logged>
+  /**
+   * Every run's events without end, each with a cursor to resume after (see `Client.feed`).
+   * `onHeldBack` hears of delays caused by an open transaction.
+   */
+  readonly feed: (options?: FeedOptions) => AsyncIterable<Client.FeedEvent>
+  /**
+   * Runs an exactly-once projection in the background (see `Projection`): `apply` gets each batch
+   * and a client inside the transaction that also saves the cursor. A failed batch rolls back and
+   * is tried again after a second; `onError` hears of it.
+   */
+  readonly project: (options: ProjectOptions) => { readonly stop: () => Promise<void> }
   /** Stops the worker gracefully (runs are handed over) and closes the connections. */
   readonly close: () => Promise<void>
 }
@@ -108,6 +147,10 @@ export const createChronicle = async <W extends Workflow.Any>(options: Options<W
     throw Cause.squash(exit.cause)
   }
   await run(Effect.void)
+  const runtimeValue = await runtime.runtime()
+  // A failure rejects `next()` with the typed error itself (Cause.squash), as `run` does.
+  const iterate = <A>(stream: Stream.Stream<A, unknown, Store.Store>): AsyncIterable<A> =>
+    Stream.toAsyncIterableRuntime(stream, runtimeValue)
   return {
     start: (workflow, input, startOptions) => run(Client.start(workflow, input, startOptions)),
     startIn: (connection, workflow, input, startOptions) =>
@@ -118,7 +161,25 @@ export const createChronicle = async <W extends Workflow.Any>(options: Options<W
     resume: (runId) => run(Client.resume(runId)),
     get: (runId) => run(Client.get(runId)),
     list: (listOptions) => run(PgClient.list({ ...listOptions, schema })),
+    watch: (runId, watchOptions) => iterate(Client.watch(runId, watchOptions)),
+    feed: (feedOptions = {}) => {
+      const { onHeldBack, ...rest } = feedOptions
+      return iterate(Client.feed({
+        ...rest,
+        ...(onHeldBack === undefined ? {} : { onHeldBack: (held) => Effect.sync(() => onHeldBack(held)) })
+      }))
+    },
+    project: ({ apply, onError, ...rest }) => {
+      const fiber = runtime.runFork(
+        Projection.run({ ...rest, apply: (events, client) => Effect.tryPromise(() => apply(events, client)) }).pipe(
+          Effect.tapError((e) => Effect.sync(() => onError?.(e))),
+          Effect.retry(Schedule.spaced("1 second"))
+        ) as Effect.Effect<never, unknown, Store.Store>
+      )
+      return { stop: () => runtime.runPromise(Fiber.interrupt(fiber)).then(() => undefined) }
+    },
     close: () => runtime.dispose()
   }
 }
+
 

@@ -38,19 +38,32 @@ export interface Queryable {
 }
 
 /**
- * The NOTIFY channels of a schema: runs that became runnable (`_wake`), and runs with new events
- * for their watchers (`_events`). Payloads are run ids only.
+ * The NOTIFY channels of a schema: runs that became runnable (`_wake`), runs that ended or were
+ * sent something (`_events`: what workers and `result` wait for), and runs with any new event at
+ * all (`_log`: for `watch` and the feed; workers do not listen to it, so their own appends cost
+ * them no reads). Payloads are run ids only.
  *
  * @since 0.1.0
  * @category models
  */
-export const channels = (schema: string) => ({ wake: `${schema}_wake`, events: `${schema}_events` })
+export const channels = (schema: string) => ({ wake: `${schema}_wake`, events: `${schema}_events`, log: `${schema}_log` })
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** What a fault point's "fail" after a commit looks like: the connection died before the reply. */
 const lostAck = () =>
   PgErrorModule.fromCause("append", Object.assign(new Error("Connection terminated (fault point after-commit-before-ack)"), { code: "ECONNRESET" }))
+
+const FEED_START: ReadonlyArray<unknown> = ["0", "00000000-0000-0000-0000-000000000000", 0]
+const CURSOR = /^(\d{1,20}):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):(\d{1,10})$/
+
+/** A cursor is `tx:run_id:seq`, as handed out by `feed`. */
+const parseCursor = (cursor: string): Effect.Effect<ReadonlyArray<unknown>, Store.InvalidCursor> => {
+  const match = CURSOR.exec(cursor)
+  return match === null
+    ? Effect.fail(new Store.InvalidCursor({ cursor, reason: "expected tx:run_id:seq as handed out by the feed" }))
+    : Effect.succeed([match[1], match[2], Number(match[3])])
+}
 
 const storeError = (op: string) => (e: PgError.PgError) =>
   new Store.StoreError({ op, message: e.message, retryable: e.retryable, cause: e })
@@ -161,7 +174,8 @@ export const startOn = (
     params.tags,
     params.startAt ?? null,
     JSON.stringify(params.started.payload),
-    channels(schema).wake
+    channels(schema).wake,
+    channels(schema).log
   ]).pipe(
     Effect.mapError(storeError("start")),
     Effect.flatMap(([row]): Effect.Effect<{ readonly runId: string; readonly created: boolean }, Store.StoreError | Store.InputMismatch> => {
@@ -199,6 +213,8 @@ export const make = (options: Options = {}): Effect.Effect<
       append: Append.append(s),
       appendBatch: Append.appendBatch(s),
       read: Append.readEvents(s),
+      feed: Append.feed(s),
+      feedHeldBack: Append.feedHeldBack(s),
       release: releaseRun(s),
       lock: Send.lock(s),
       signalState: Send.signalState(s),
@@ -251,7 +267,8 @@ export const make = (options: Options = {}): Effect.Effect<
           terminal.error,
           params.afterSeq,
           ...columns(params.events),
-          channel.events
+          channel.events,
+          channel.log
         ])
         if (result.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
           return yield* Effect.fail(lostAck())
@@ -325,7 +342,8 @@ export const make = (options: Options = {}): Effect.Effect<
           events.map((x) => x.e.type),
           events.map((x) => x.e.key),
           events.map((x) => JSON.stringify(x.e.payload)),
-          channel.events
+          channel.events,
+          channel.log
         ]).pipe(Effect.either)
         if (Either.isLeft(result)) {
           // The batch failed, perhaps after committing: each run looks for its own events before
@@ -469,7 +487,8 @@ export const make = (options: Options = {}): Effect.Effect<
                 event.type === "CancelRequested",
                 ...columns(events),
                 channel.events,
-                channel.wake
+                channel.wake,
+                channel.log
               ])
               const seq = appended?.last_seq ?? 0
               return { _tag: delivered ? "Delivered" : "Buffered", seq } as const
@@ -502,6 +521,41 @@ export const make = (options: Options = {}): Effect.Effect<
           Stream.as(undefined),
           Stream.mapError(listenError)
         ),
+
+      activity: listener.listen(channel.log).pipe(
+        Stream.retry(relisten),
+        Stream.map((e) => (e._tag === "Notification" ? e.payload : "*")),
+        Stream.mapError(listenError)
+      ),
+
+      feed: ({ after, limit, types, workflows }) =>
+        Effect.gen(function*() {
+          const position = after === null ? FEED_START : yield* parseCursor(after)
+          const rows = yield* pool.query<EventRow & { tx: string; run_id: string; workflow: string }>(sql.feed, [
+            ...position,
+            workflows ?? null,
+            types ?? null,
+            limit
+          ]).pipe(Effect.mapError(storeError("feed")))
+          const page = rows.map((row) => ({
+            ...toStoredRow(row),
+            runId: row.run_id,
+            workflow: row.workflow,
+            cursor: `${row.tx}:${row.run_id}:${row.seq}`
+          }))
+          if (page.length === limit) return { rows: page, heldBack: null }
+          const last = rows.at(-1)
+          const [holder] = yield* pool.query<{ pid: number | null; xact_start: Date | null; application_name: string | null }>(
+            sql.feedHeldBack,
+            last === undefined ? position : [last.tx, last.run_id, last.seq]
+          ).pipe(Effect.mapError(storeError("feed")))
+          return {
+            rows: page,
+            heldBack: holder === undefined
+              ? null
+              : { since: holder.xact_start, pid: holder.pid, applicationName: holder.application_name || null }
+          }
+        }),
 
       events: listener.listen(channel.events).pipe(
         Stream.retry(relisten),

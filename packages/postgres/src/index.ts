@@ -21,4 +21,6 @@ export * as PgPool from "./PgPool.js"
 /** @since 0.1.0 */
 export * as PgStore from "./PgStore.js"
 /** @since 0.1.0 */
+export * as Projection from "./Projection.js"
+/** @since 0.1.0 */
 export * as SchemaName from "./SchemaName.js"

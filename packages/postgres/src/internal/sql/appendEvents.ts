@@ -27,7 +27,8 @@ WITH upd AS (
       wake_at = CASE WHEN $4::text IS NULL THEN wake_at END,
       parked = CASE WHEN $4::text IS NULL THEN parked ELSE false END
   WHERE id = $1::uuid AND lease_epoch = $2::bigint AND lease_owner IS NOT NULL AND status = 'running'
-  RETURNING id, last_seq, CASE WHEN $4::text IS NOT NULL THEN pg_notify($11::text, id::text) END AS notified
+  RETURNING id, last_seq, CASE WHEN $4::text IS NOT NULL THEN pg_notify($11::text, id::text) END AS notified,
+            pg_notify($12::text, id::text) AS logged
 ), ins AS (
   INSERT INTO ${s}.events (run_id, seq, type, key, payload)
   SELECT upd.id, upd.last_seq - $3::int + t.ord, t.type, t.key, t.payload
@@ -39,6 +40,43 @@ UNION ALL
 SELECT e.seq, e.type, e.key, e.payload, e.at FROM ${s}.events e, upd
 WHERE e.run_id = $1::uuid AND e.seq > $7::int AND e.seq <= upd.last_seq - $3::int
 ORDER BY seq`
+
+/**
+ * The feed: events of all runs in (tx, run_id, seq) order, after a cursor, but only those written
+ * by transactions older than the oldest one still open (\`pg_snapshot_xmin\`): those are all
+ * finished, so no event can later appear before one already handed out. Served by the
+ * \`events_feed\` index. $4/$5 filter by workflow and event type when not null.
+ *
+ * @internal
+ */
+export const feed = (s: string) => `
+SELECT e.tx::text AS tx, e.run_id::text AS run_id, e.seq, e.type, e.key, e.payload, e.at, r.workflow
+FROM ${s}.events e JOIN ${s}.runs r ON r.id = e.run_id
+WHERE e.tx < pg_snapshot_xmin(pg_current_snapshot())
+  AND (e.tx, e.run_id, e.seq) > ($1::xid8, $2::uuid, $3::int)
+  AND ($4::text[] IS NULL OR r.workflow = ANY($4::text[]))
+  AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+ORDER BY e.tx, e.run_id, e.seq
+LIMIT $6::int`
+
+/**
+ * Whether committed events past the cursor are held back by an open transaction, and which
+ * transaction holds them (the oldest one with a transaction id; its details are null for a role that
+ * may not see other sessions).
+ *
+ * @internal
+ */
+export const feedHeldBack = (s: string) => `
+SELECT a.pid, a.xact_start, a.application_name
+FROM (SELECT EXISTS (
+        SELECT 1 FROM ${s}.events e
+        WHERE e.tx >= pg_snapshot_xmin(pg_current_snapshot()) AND (e.tx, e.run_id, e.seq) > ($1::xid8, $2::uuid, $3::int)
+      ) AS held) h
+LEFT JOIN LATERAL (
+  SELECT pid, xact_start, application_name FROM pg_stat_activity
+  WHERE backend_xid IS NOT NULL ORDER BY age(backend_xid) DESC LIMIT 1
+) a ON true
+WHERE h.held`
 
 /** Events after a seq, for recovery after an ambiguous commit and for readers. */
 export const readEvents = (s: string) => `
@@ -74,7 +112,8 @@ WITH req AS (
   FROM req
   WHERE r.id = req.id AND r.lease_epoch = req.epoch AND r.lease_owner IS NOT NULL AND r.status = 'running'
   RETURNING r.id, r.last_seq, req.n, req.after,
-            CASE WHEN req.term IS NOT NULL THEN pg_notify($13::text, r.id::text) END AS notified
+            CASE WHEN req.term IS NOT NULL THEN pg_notify($13::text, r.id::text) END AS notified,
+            pg_notify($14::text, r.id::text) AS logged
 ), ev AS (
   SELECT * FROM unnest($8::uuid[], $9::int[], $10::text[], $11::text[], $12::jsonb[]) AS e(run_id, ord, type, key, payload)
 ), ins AS (

@@ -38,5 +38,6 @@ WITH upd AS (
 )
 SELECT last_seq,
        pg_notify($9::text, id::text) AS watchers,
-       CASE WHEN wake_at <= now() THEN pg_notify($10::text, id::text) END AS workers
+       CASE WHEN wake_at <= now() THEN pg_notify($10::text, id::text) END AS workers,
+       pg_notify($11::text, id::text) AS logged
 FROM upd`

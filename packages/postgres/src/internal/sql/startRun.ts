@@ -18,5 +18,6 @@ WITH up AS (
   SELECT id, 1, 'RunStarted', NULL, $9::jsonb FROM up WHERE created
 )
 SELECT id::text AS id, created, input = $4::jsonb AS same_input,
-       CASE WHEN created AND wake_at <= now() THEN pg_notify($10::text, id::text) END AS notified
+       CASE WHEN created AND wake_at <= now() THEN pg_notify($10::text, id::text) END AS notified,
+       CASE WHEN created THEN pg_notify($11::text, id::text) END AS logged
 FROM up`
