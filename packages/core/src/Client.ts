@@ -110,7 +110,8 @@ export const startParams = <W extends Workflow.Any>(
 export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input<W>, options: StartOptions = {}) =>
   Effect.gen(function*() {
     const store = yield* Store
-    return yield* store.start(yield* startParams(workflow, input, options))
+    const params = yield* Effect.locally(startParams(workflow, input, options), Json.maxBytes, store.limits.input)
+    return yield* store.start(params)
   })
 
 /**
@@ -128,7 +129,9 @@ export const signal = <A, I>(
 ) =>
   Effect.gen(function*() {
     const store = yield* Store
-    const json = yield* Json.encode((options.schema ?? Schema.Unknown) as Schema.Schema<A, unknown>, payload, `signal ${JSON.stringify(name)} payload`)
+    const json = yield* Json.encode((options.schema ?? Schema.Unknown) as Schema.Schema<A, unknown>, payload, `signal ${JSON.stringify(name)} payload`).pipe(
+      Effect.locally(Json.maxBytes, store.limits.signal)
+    )
     return yield* store.send(runId, RunEvent.toStored({ _tag: "SignalReceived", key: options.id ?? crypto.randomUUID(), name, payload: json }))
   })
 
@@ -205,6 +208,15 @@ export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
     Workflow.Failure<W> | RunCancelled | StoreModule.RunNotFound | StoreModule.StoreError,
     Store
   >
+
+/**
+ * Runs that could run now, by workflow version, and whether a live worker runs that version: the
+ * ones without one are waiting for a deploy (an unknown workflow name or version), not lost.
+ *
+ * @since 0.1.0
+ * @category operations
+ */
+export const backlog = Effect.flatMap(Store, (store) => store.backlog)
 
 /**
  * The run's failure, if it failed, as a Cause (for tests and tools).

@@ -99,6 +99,10 @@ export interface Options {
  * @category execution
  */
 export const execute = (options: Options): Effect.Effect<Result, Store.StoreError> =>
+  // Everything the run writes (and every fiber it forks) is held to the store's value limit.
+  Effect.locally(executeUnlimited(options), Json.maxBytes, options.store.limits.value)
+
+const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreError> =>
   Effect.gen(function*() {
     const { claimed, store, workflow } = options
     const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
@@ -229,7 +233,9 @@ export const execute = (options: Options): Effect.Effect<Result, Store.StoreErro
     const encodeCause = (cause: Cause.Cause<unknown>) =>
       Json.encode(failureCodec, cause, "the run's failure").pipe(
         // An error the workflow's error Schema does not cover is kept as a defect with its text.
-        Effect.catchAll(() => Json.encode(failureCodec, Cause.die(new Error(Cause.pretty(cause))), "the run's failure")),
+        Effect.catchAll(() =>
+          Json.encode(failureCodec, Cause.die(new Error(Cause.pretty(cause).slice(0, 10_000))), "the run's failure")
+        ),
         Effect.orDie
       )
 

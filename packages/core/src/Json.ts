@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, ParseResult, Schema, SchemaAST } from "effect"
+import { Effect, FiberRef, ParseResult, Schema, SchemaAST } from "effect"
 
 /**
  * A JSON value as stored.
@@ -37,6 +37,60 @@ export class NotSerializable extends Schema.TaggedError<NotSerializable>()("NotS
   override get message(): string {
     return `Cannot ${this.operation} ${this.what}: ${this.reason} at ${this.path}`
   }
+}
+
+/**
+ * Size limits for stored values, in bytes of their JSON text (UTF-8). Each is checked before the
+ * write, and a value over its limit fails with `NotSerializable` saying so.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  /** A run's input, checked by `start`. */
+  readonly input: number
+  /** A value written by a run: a step's result or error, an emitted payload, the run's output. */
+  readonly value: number
+  /** A signal's payload, checked by `signal`. */
+  readonly signal: number
+}
+
+/**
+ * The defaults: 1 MiB for every kind. Postgres takes far more (a jsonb value may reach 255 MB), but
+ * a run's whole log is read at every claim: a log of large values makes every step slow.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const defaultLimits: Limits = { input: 1_048_576, value: 1_048_576, signal: 1_048_576 }
+
+/**
+ * The size limit `encode` applies where it runs; unlimited unless set (the interpreter sets the
+ * store's `value` limit for everything a run writes).
+ *
+ * @since 0.1.0
+ * @category limits
+ */
+export const maxBytes: FiberRef.FiberRef<number> = FiberRef.unsafeMake(Number.POSITIVE_INFINITY)
+
+/**
+ * The UTF-8 length of a string, without encoding it.
+ *
+ * @since 0.1.0
+ * @category limits
+ */
+export const byteLength = (text: string): number => {
+  let bytes = 0
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i)
+    if (code < 0x80) bytes += 1
+    else if (code < 0x800) bytes += 2
+    else if (code >= 0xd800 && code <= 0xdbff) {
+      bytes += 4
+      i++
+    } else bytes += 3
+  }
+  return bytes
 }
 
 // A lone surrogate: a high one not followed by a low one, or a low one not preceded by a high one.
@@ -136,7 +190,16 @@ export const encode = <A, I, R>(
     // A top-level undefined (Schema.Void, Schema.Undefined) is stored as null; see `decodeStored`.
     const bad = encoded === undefined ? undefined : check(encoded)
     if (bad) return yield* new NotSerializable({ what, ...bad })
-    const json = encoded === undefined ? null : JSON.parse(JSON.stringify(encoded)) as Json
+    const text = encoded === undefined ? "null" : JSON.stringify(encoded)
+    const limit = yield* FiberRef.get(maxBytes)
+    if (text.length > limit / 3 && byteLength(text) > limit) {
+      return yield* new NotSerializable({
+        what,
+        path: "$",
+        reason: `it is ${byteLength(text)} bytes of JSON, over the configured limit of ${limit} bytes`
+      })
+    }
+    const json = JSON.parse(text) as Json
     // The round trip: what a later read will see must decode with the same Schema.
     yield* decodeStored(schema, json).pipe(
       Effect.mapError((e) =>

@@ -63,7 +63,15 @@ const toRow = (e: StoredText): RunEvent.StoredRow => ({
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
+export const make: Effect.Effect<Store.StoreService> = Effect.suspend(() => makeWith())
+
+/**
+ * An empty in-memory store with other size limits.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {}): Effect.Effect<Store.StoreService> => Effect.gen(function*() {
   const runs = new Map<string, MutableRun>()
   // The feed: every event in write order (in memory every write has finished when it returns).
   const journal: Array<{ readonly run: MutableRun; readonly seq: number }> = []
@@ -137,7 +145,32 @@ export const make: Effect.Effect<Store.StoreService> = Effect.gen(function*() {
 
   const isTerminal = (run: MutableRun) => run.status === "completed" || run.status === "failed" || run.status === "cancelled"
 
+  const workers = new Map<string, { readonly workflows: ReadonlyArray<string>; readonly expiresAt: number }>()
   const service: Store.StoreService = {
+    announce: ({ owner, ttlMs, workflows }) =>
+      Effect.map(now, (at) => {
+        workers.set(owner, { workflows: workflows.map((w) => `${w.name}@${w.version}`), expiresAt: at + ttlMs })
+      }),
+    retire: (owner) => Effect.sync(() => void workers.delete(owner)),
+    backlog: Effect.map(now, (at) => {
+      const groups = new Map<string, { workflow: string; version: string; runnable: number; since: number }>()
+      for (const run of runs.values()) {
+        if ((run.status !== "pending" && run.status !== "waiting") || run.wakeAt === null || run.wakeAt > at) continue
+        const key = `${run.workflow}@${run.version}`
+        const group = groups.get(key) ?? { workflow: run.workflow, version: run.version, runnable: 0, since: run.wakeAt }
+        group.runnable++
+        group.since = Math.min(group.since, run.wakeAt)
+        groups.set(key, group)
+      }
+      return [...groups.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([key, g]): Store.Backlog => ({
+        workflow: g.workflow,
+        version: g.version,
+        runnable: g.runnable,
+        since: new Date(g.since),
+        served: [...workers.values()].some((w) => w.expiresAt > at && w.workflows.includes(key))
+      }))
+    }),
+    limits: { ...Json.defaultLimits, ...options.limits },
     now: Effect.map(now, (ms) => new Date(ms)),
 
     start: (params) =>

@@ -11,7 +11,7 @@
  */
 import type { Stream } from "effect"
 import { Context, Data, Effect, Schema } from "effect"
-import type { Json } from "./Json.js"
+import type * as Json from "./Json.js"
 import type * as RunEvent from "./RunEvent.js"
 import type { RunStatus } from "./RunStatus.js"
 
@@ -26,9 +26,9 @@ export interface RunRow {
   readonly workflow: string
   readonly version: string
   readonly status: RunStatus
-  readonly input: Json
-  readonly output: Json | null
-  readonly error: Json | null
+  readonly input: Json.Json
+  readonly output: Json.Json | null
+  readonly error: Json.Json | null
   readonly idempotencyKey: string | null
   readonly parentId: string | null
   readonly tags: ReadonlyArray<string>
@@ -75,7 +75,7 @@ export interface StartParams {
   readonly version: string
   /** The `RunStarted` event, already encoded. */
   readonly started: RunEvent.Stored
-  readonly input: Json
+  readonly input: Json.Json
   readonly idempotencyKey?: string | undefined
   readonly tags: ReadonlyArray<string>
   readonly parentId?: string | undefined
@@ -188,6 +188,22 @@ export interface FeedPage {
 }
 
 /**
+ * Runs that could run now, for one workflow version, and whether a live worker runs that version.
+ * Runnable runs of a version no live worker has wait for a deploy, not for capacity.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Backlog {
+  readonly workflow: string
+  readonly version: string
+  readonly runnable: number
+  /** Since when the oldest of them could have run. */
+  readonly since: Date
+  readonly served: boolean
+}
+
+/**
  * A feed cursor that this store did not hand out (malformed or from another store).
  *
  * @since 0.1.0
@@ -207,6 +223,8 @@ export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()("InvalidC
  * @category models
  */
 export interface StoreService {
+  /** Size limits for what is written (see `Json.Limits`), enforced before the write. */
+  readonly limits: Json.Limits
   /** Creates a run with its first event, or returns the existing run of the same idempotency key. */
   readonly start: (params: StartParams) => Effect.Effect<{ readonly runId: string; readonly created: boolean }, InputMismatch | StoreError>
   /**
@@ -292,6 +310,19 @@ export interface StoreService {
    * hint may have been missed: a worker claims (polls) on every element.
    */
   readonly wakeups: Stream.Stream<void, StoreError>
+  /**
+   * A worker says it is alive and which workflow versions it runs, for `ttlMs` (it repeats this
+   * at every heartbeat interval).
+   */
+  readonly announce: (params: {
+    readonly owner: string
+    readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+    readonly ttlMs: number
+  }) => Effect.Effect<void, StoreError>
+  /** A worker that shuts down cleanly takes its announcement back. */
+  readonly retire: (owner: string) => Effect.Effect<void, StoreError>
+  /** Runs that could run now, by workflow version, with whether a live worker runs that version. */
+  readonly backlog: Effect.Effect<ReadonlyArray<Backlog>, StoreError>
   /** The earliest future time a run of these workflow versions becomes claimable, if any. */
   readonly nextWakeAt: (
     workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>

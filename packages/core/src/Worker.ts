@@ -147,9 +147,12 @@ export const make = <W extends Workflow.Any>(
       Effect.retry({ times: 1_000_000 })
     )
 
-    const heartbeat = Effect.gen(function*() {
+    const announce = store.announce({ owner, workflows: versions, ttlMs: Math.max(3 * heartbeatMs, leaseMs) }).pipe(Effect.ignore)
+
+    const heartbeat = (announcing: boolean) => Effect.gen(function*() {
       while (true) {
         yield* Effect.sleep(heartbeatMs)
+        if (announcing) yield* announce
         if (held.size === 0) continue
         const asked = [...held.keys()]
         const runs = asked.flatMap((runId) => {
@@ -211,7 +214,7 @@ export const make = <W extends Workflow.Any>(
       })
 
     const drain = Effect.gen(function*() {
-      yield* Effect.forkScoped(heartbeat)
+      yield* Effect.forkScoped(heartbeat(false))
       yield* Effect.forkScoped(routeHints)
       const executed: Array<Executed> = []
       while (true) {
@@ -221,6 +224,25 @@ export const make = <W extends Workflow.Any>(
         executed.push(...(yield* Effect.forEach(claimed, executeOne, { concurrency })))
       }
     }).pipe(Effect.scoped)
+
+    /**
+     * Runs that no live worker can take wait for a deploy, not for capacity: say so in the log, once
+     * a minute, so they are not mistaken for slowness. (`Client.backlog` and `chronicle status`
+     * show the same.)
+     */
+    const warnUnserved = Effect.gen(function*() {
+      yield* Effect.sleep(Math.max(heartbeatMs, 1_000))
+      while (true) {
+        const backlog = yield* store.backlog.pipe(Effect.orElseSucceed((): ReadonlyArray<StoreModule.Backlog> => []))
+        for (const b of backlog) {
+          if (b.served) continue
+          yield* Effect.logWarning(
+            `${b.runnable} run(s) of ${b.workflow}@${b.version} could run since ${b.since.toISOString()}, but no live worker runs that version`
+          )
+        }
+        yield* Effect.sleep("1 minute")
+      }
+    })
 
     /** Graceful shutdown: let running work record, then give every held run back. */
     const shutdown = Effect.gen(function*() {
@@ -248,9 +270,11 @@ export const make = <W extends Workflow.Any>(
         const poke = Queue.offer(wake, undefined)
         // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
         // shutdown below waits for running steps.
-        yield* Effect.forkScoped(heartbeat)
+        yield* announce
+        yield* Effect.forkScoped(heartbeat(true))
         yield* Effect.forkScoped(routeHints)
-        yield* Effect.addFinalizer(() => shutdown)
+        yield* Effect.addFinalizer(() => shutdown.pipe(Effect.zipRight(store.retire(owner).pipe(Effect.ignore))))
+        yield* Effect.forkScoped(warnUnserved)
         // Hints first, then the first claim: a hint sent in between is not lost.
         yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
         let inFlight = 0

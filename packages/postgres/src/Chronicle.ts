@@ -16,7 +16,7 @@
  * @since 0.1.0
  */
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schedule, Stream } from "effect"
-import type { RunEvent, Store, Workflow } from "@chronicle/core"
+import type { Json, RunEvent, Store, Workflow } from "@chronicle/core"
 import { Client, Worker } from "@chronicle/core"
 import type pg from "pg"
 import * as Migrator from "./Migrator.js"
@@ -42,6 +42,8 @@ export interface Options<W extends Workflow.Any> {
   readonly services?: Context.Context<Workflow.Requirements<W>>
   /** Pool size. Default 10. */
   readonly max?: number
+  /** Size limits for inputs, values written by runs, and signals. Default 1 MiB each. */
+  readonly limits?: Partial<Json.Limits>
   /** Told of every execution's end (for logs and progress). */
   readonly onExecuted?: (executed: Worker.Executed) => void
 }
@@ -123,7 +125,8 @@ export const createChronicle = async <W extends Workflow.Any>(options: Options<W
   const store = PgStore.layer({
     connectionString: options.connectionString,
     schema,
-    ...(options.max === undefined ? {} : { max: options.max })
+    ...(options.max === undefined ? {} : { max: options.max }),
+    ...(options.limits === undefined ? {} : { limits: options.limits })
   })
   const services = Layer.succeedContext((options.services ?? Context.empty()) as Context.Context<never>)
   const migrate = options.migrate
@@ -154,7 +157,11 @@ export const createChronicle = async <W extends Workflow.Any>(options: Options<W
   return {
     start: (workflow, input, startOptions) => run(Client.start(workflow, input, startOptions)),
     startIn: (connection, workflow, input, startOptions) =>
-      run(PgClient.startIn(connection, workflow, input, { ...startOptions, schema })),
+      run(PgClient.startIn(connection, workflow, input, {
+        ...startOptions,
+        schema,
+        ...(options.limits === undefined ? {} : { limits: options.limits })
+      })),
     result: (workflow, runId) => run(Client.result(workflow, runId)),
     signal: (runId, name, payload, signalOptions) => run(Client.signal(runId, name, payload, signalOptions)),
     cancel: (runId, reason) => run(Client.cancel(runId, reason)),

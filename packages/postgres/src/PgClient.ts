@@ -6,7 +6,7 @@
  */
 import { Effect, Schema } from "effect"
 import type { Store as StoreModule, Workflow } from "@chronicle/core"
-import { Client, RunStatus, Store } from "@chronicle/core"
+import { Client, Json, RunStatus, Store } from "@chronicle/core"
 import type pg from "pg"
 import * as PgError from "./PgError.js"
 import * as PgPool from "./PgPool.js"
@@ -31,14 +31,18 @@ export const startIn = <W extends Workflow.Any>(
   connection: pg.ClientBase,
   workflow: W,
   input: Workflow.Input<W>,
-  options: Client.StartOptions & { readonly schema?: string } = {}
+  options: Client.StartOptions & { readonly schema?: string; readonly limits?: Partial<Json.Limits> } = {}
 ): Effect.Effect<
   { readonly runId: string; readonly created: boolean },
   Client.InvalidInput | StoreModule.InputMismatch | StoreModule.StoreError | SchemaName.InvalidIdentifier
 > =>
   Effect.gen(function*() {
     const schema = yield* SchemaName.validate(options.schema ?? SchemaName.DEFAULT)
-    const params = yield* Client.startParams(workflow, input, options)
+    const params = yield* Effect.locally(
+      Client.startParams(workflow, input, options),
+      Json.maxBytes,
+      options.limits?.input ?? Json.defaultLimits.input
+    )
     const on: PgStore.Queryable = {
       query: (sql, params) =>
         Effect.tryPromise({

@@ -30,6 +30,8 @@ import * as SchemaName from "./SchemaName.js"
 export interface Options {
   /** The schema migrated with Chronicle's tables. Default "chronicle". */
   readonly schema?: string
+  /** Size limits for inputs, values written by runs, and signals. Default 1 MiB each. */
+  readonly limits?: Partial<Json.Limits>
 }
 
 /** Something that runs a statement: the pool, or one connection (an application's transaction). */
@@ -210,6 +212,9 @@ export const make = (options: Options = {}): Effect.Effect<
       claim: Claim.claimRuns(s),
       nextWakeAt: Claim.nextWakeAt(s),
       heartbeat: Claim.heartbeat(s),
+      announce: Claim.announce(s),
+      retire: Claim.retire(s),
+      backlog: Claim.backlog(s),
       append: Append.append(s),
       appendBatch: Append.appendBatch(s),
       read: Append.readEvents(s),
@@ -407,6 +412,7 @@ export const make = (options: Options = {}): Effect.Effect<
       })
 
     const service: Store.StoreService = {
+      limits: { ...Json.defaultLimits, ...options.limits },
       now,
 
       start: (params) => startOn(pool, schema, params),
@@ -564,6 +570,19 @@ export const make = (options: Options = {}): Effect.Effect<
       ),
 
       wakeups: listener.listen(channel.wake).pipe(Stream.retry(relisten), Stream.as(undefined), Stream.mapError(listenError)),
+
+      announce: ({ owner, ttlMs, workflows }) =>
+        pool.query(sql.announce, [owner, JSON.stringify(workflows.map((w) => ({ name: w.name, version: w.version }))), ttlMs]).pipe(
+          Effect.asVoid,
+          Effect.mapError(storeError("announce"))
+        ),
+
+      retire: (owner) => pool.query(sql.retire, [owner]).pipe(Effect.asVoid, Effect.mapError(storeError("retire"))),
+
+      backlog: pool.query<{ workflow: string; version: string; runnable: number; since: Date; served: boolean }>(sql.backlog).pipe(
+        Effect.map((rows) => rows.map((r) => ({ ...r, runnable: Number(r.runnable) }))),
+        Effect.mapError(storeError("backlog"))
+      ),
 
       nextWakeAt: (workflows) =>
         pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(

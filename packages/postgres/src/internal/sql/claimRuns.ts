@@ -55,3 +55,26 @@ UPDATE ${s}.runs r SET lease_until = now() + $4::bigint * interval '1 millisecon
 FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
 WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.lease_owner = $3::text AND r.status = 'running'
 RETURNING r.id::text AS id`
+
+/** A worker says it is alive and which versions it runs, until `expires_at`. */
+export const announce = (s: string) => `
+INSERT INTO ${s}.workers AS w (owner, workflows, expires_at)
+VALUES ($1::text, $2::jsonb, now() + $3::bigint * interval '1 millisecond')
+ON CONFLICT (owner) DO UPDATE
+SET workflows = EXCLUDED.workflows, seen_at = now(), expires_at = EXCLUDED.expires_at`
+
+export const retire = (s: string) => `DELETE FROM ${s}.workers WHERE owner = $1::text`
+
+/**
+ * Runs that could run now, by workflow version, and whether any live worker runs that version:
+ * the ones without one wait for a deploy, not for capacity.
+ */
+export const backlog = (s: string) => `
+SELECT r.workflow, r.version, count(*)::int AS runnable, min(coalesce(r.wake_at, r.created_at)) AS since,
+       EXISTS (SELECT 1 FROM ${s}.workers w
+               WHERE w.expires_at > now()
+                 AND w.workflows @> jsonb_build_array(jsonb_build_object('name', r.workflow, 'version', r.version))) AS served
+FROM ${s}.runs r
+WHERE r.status IN ('pending', 'waiting') AND r.wake_at <= now()
+GROUP BY r.workflow, r.version
+ORDER BY r.workflow, r.version`
