@@ -49,7 +49,7 @@ describe("Migrator", () => {
       assert.strictEqual(first.schema, "chronicle")
       assert.deepStrictEqual(first.applied, ALL)
       assert.strictEqual(first.alreadyApplied, 0)
-      assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations"])
+      assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations", "workers"])
       const second = yield* Migrator.migrate()
       assert.deepStrictEqual(second.applied, [])
       assert.strictEqual(second.alreadyApplied, ALL.length)
@@ -60,7 +60,7 @@ describe("Migrator", () => {
       yield* Migrator.migrate()
       const report = yield* Migrator.migrate({ schema: "tenant_a" })
       assert.deepStrictEqual(report.applied, ALL)
-      assert.deepStrictEqual(yield* tables("tenant_a"), ["events", "runs", "schedules", "schema_migrations"])
+      assert.deepStrictEqual(yield* tables("tenant_a"), ["events", "runs", "schedules", "schema_migrations", "workers"])
     }).pipe(Effect.provide(freshPool)))
 
   it.scopedLive("rejects hostile schema names before any SQL runs", () =>
@@ -123,7 +123,7 @@ describe("Migrator", () => {
       assert.strictEqual(error._tag === "MigrationError" && error.reason, "Failed")
       assert.strictEqual(error._tag === "MigrationError" && error.file, broken)
       assert.match(error.message, /no_such_table/)
-      assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations"])
+      assert.deepStrictEqual(yield* tables("chronicle"), ["events", "runs", "schedules", "schema_migrations", "workers"])
       const pool = yield* PgPool.PgPool
       const recorded = yield* pool.query<{ name: string }>("SELECT name FROM chronicle.schema_migrations ORDER BY id")
       assert.deepStrictEqual(recorded.map((r) => r.name), ALL)
