@@ -52,6 +52,7 @@ CREATE INDEX runs_created ON chronicle.runs USING btree (created_at, id);
 CREATE UNIQUE INDEX runs_idempotency_key ON chronicle.runs USING btree (workflow, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 CREATE INDEX runs_lease ON chronicle.runs USING btree (lease_until) WHERE (status = 'running'::text);
 CREATE INDEX runs_parent ON chronicle.runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
+CREATE INDEX runs_retention ON chronicle.runs USING btree (updated_at) WHERE (status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE INDEX runs_status_created ON chronicle.runs USING btree (status, created_at, id);
 CREATE INDEX runs_tags ON chronicle.runs USING gin (tags);
 CREATE INDEX runs_workflow_created ON chronicle.runs USING btree (workflow, created_at, id);
@@ -80,3 +81,40 @@ CREATE TABLE "chronicle".schema_migrations (
 );
 
 ALTER TABLE "chronicle".schema_migrations ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (id);
+
+CREATE TABLE "chronicle".workers (
+    owner text NOT NULL,
+    workflows jsonb NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL
+);
+
+ALTER TABLE "chronicle".workers ADD CONSTRAINT workers_pkey PRIMARY KEY (owner);
+
+CREATE OR REPLACE FUNCTION chronicle.prune_runs(older_than interval, batch_size integer)
+ RETURNS integer
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+  WITH picked AS (
+    SELECT r.id
+    FROM "chronicle".runs r
+    WHERE r.status IN ('completed', 'failed', 'cancelled')
+      AND r.updated_at < pg_catalog.now() - older_than
+    ORDER BY r.updated_at
+    LIMIT batch_size
+    FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM "chronicle".runs r
+    USING picked
+    WHERE r.id = picked.id AND r.status IN ('completed', 'failed', 'cancelled')
+    RETURNING r.id
+  ), gone_events AS (
+    DELETE FROM "chronicle".events e
+    USING gone
+    WHERE e.run_id = gone.id
+  )
+  SELECT pg_catalog.count(*)::integer FROM gone
+$function$;

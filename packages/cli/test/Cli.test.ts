@@ -1,15 +1,18 @@
 import { execFile } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { promisify } from "node:util"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { Cli } from "@chronicle/cli"
-import { PgPool } from "@chronicle/postgres"
+import { Migrator, PgPool, Roles } from "@chronicle/postgres"
 import { TestDatabase } from "@chronicle/testing"
 
 const exec = promisify(execFile)
 const pkg = join(import.meta.dirname, "..")
+
+/** Every migration file, in order (so that adding one does not break these tests). */
+const MIGRATIONS: ReadonlyArray<string> = readdirSync(Migrator.defaultDirectory).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort()
 
 const runCli = (argv: ReadonlyArray<string>, env: Record<string, string | undefined> = {}) =>
   Effect.gen(function*() {
@@ -67,14 +70,15 @@ describe("chronicle (command line)", () => {
       const url = yield* TestDatabase.emptyDatabase
       const first = yield* spawnCli(["migrate", "--schema", "app_chronicle"], { DATABASE_URL: url })
       assert.strictEqual(first.code, 0, first.stderr)
-      assert.match(first.stdout, /applied 0001_init\.sql\napplied 0002_worker_state\.sql\napplied 0003_events_without_fk\.sql/)
+      assert.include(first.stdout, MIGRATIONS.map((file) => `applied ${file}`).join("\n"))
+      assert.isAtLeast(MIGRATIONS.length, 4)
       const second = yield* spawnCli(["migrate", "--schema", "app_chronicle"], { DATABASE_URL: url })
       assert.strictEqual(second.code, 0, second.stderr)
-      assert.match(second.stdout, /Schema "app_chronicle" is up to date \(3 migrations\)/)
+      assert.include(second.stdout, `Schema "app_chronicle" is up to date (${MIGRATIONS.length} migrations)`)
       const tables = yield* Effect.flatMap(PgPool.PgPool, (p) =>
         p.query<{ t: string }>("SELECT tablename AS t FROM pg_tables WHERE schemaname = 'app_chronicle' ORDER BY 1")
       ).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
-      assert.deepStrictEqual(tables.map((r) => r.t), ["events", "runs", "schedules", "schema_migrations"])
+      assert.deepStrictEqual(tables.map((r) => r.t), ["events", "runs", "schedules", "schema_migrations", "workers"])
     }))
 
   it.scopedLive("exits 1 with the server's complaint when the database cannot be reached", () =>
@@ -83,6 +87,103 @@ describe("chronicle (command line)", () => {
       assert.strictEqual(result.code, 1)
       assert.match(result.stderr, /chronicle migrate: connect: .*ECONNREFUSED|timed out/)
     }), 30_000)
+
+  it.scopedLive("grants prints the least-privilege script, and nothing else, without a database", () =>
+    Effect.gen(function*() {
+      const script = yield* Roles.grants({ schema: "chronicle", runtimeRole: "chronicle_app" })
+      // A real process with no DATABASE_URL at all: the output can be piped straight into psql.
+      const printed = yield* spawnCli(["grants", "--runtime-role", "chronicle_app"], {})
+      assert.strictEqual(printed.code, 0, printed.stderr)
+      assert.strictEqual(printed.stdout, script)
+      assert.strictEqual(printed.stderr, "")
+      const other = yield* runCli(["grants", "--schema", "billing", "--runtime-role", "billing_app"])
+      assert.strictEqual(other.code, 0)
+      assert.strictEqual(other.out, (yield* Roles.grants({ schema: "billing", runtimeRole: "billing_app" })).trimEnd())
+      assert.include(other.out, `GRANT SELECT, INSERT ON "billing".events TO "billing_app";`)
+    }))
+
+  it.effect("grants refuses a missing or hostile role name, and a hostile schema name", () =>
+    Effect.gen(function*() {
+      const missing = yield* runCli(["grants"])
+      assert.strictEqual(missing.code, 2)
+      assert.match(missing.err, /--runtime-role is required/)
+      const role = yield* runCli(["grants", "--runtime-role", "app\"; DROP SCHEMA chronicle CASCADE; --"])
+      assert.strictEqual(role.code, 1)
+      assert.match(role.err, /^chronicle grants: Invalid role name .*it contains "\\""/)
+      assert.strictEqual(role.out, "")
+      const reserved = yield* runCli(["grants", "--runtime-role", "public"])
+      assert.strictEqual(reserved.code, 1)
+      assert.match(reserved.err, /Invalid role name "public": it is reserved/)
+      const schema = yield* runCli(["grants", "--schema", "a.b", "--runtime-role", "app"])
+      assert.strictEqual(schema.code, 1)
+      assert.match(schema.err, /Invalid schema name "a\.b"/)
+    }))
+
+  it.effect("refuses an option of another command with exit code 2", () =>
+    Effect.gen(function*() {
+      const result = yield* runCli(["migrate", "--older-than", "30d"], { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" })
+      assert.strictEqual(result.code, 2)
+      assert.match(result.err, /--older-than does not apply to this command/)
+      assert.strictEqual((yield* runCli(["grants", "--runtime-role", "app", "--batch-size", "5"])).code, 2)
+    }))
+
+  it.scopedLive("prune deletes the terminal runs older than the age, batch by batch, and keeps the rest", () =>
+    Effect.gen(function*() {
+      const { serverUrl, template } = yield* TestDatabase.runEnvironment
+      const url = TestDatabase.withDatabase(serverUrl, yield* TestDatabase.createDatabase(serverUrl, { template }))
+      const ids = yield* Effect.gen(function*() {
+        const pool = yield* PgPool.PgPool
+        const insert = (status: string, ageDays: number) =>
+          pool.query<{ id: string }>(
+            `WITH r AS (
+               INSERT INTO chronicle.runs (id, workflow, version, status, input, last_seq, updated_at)
+               VALUES (gen_random_uuid(), 'w', '1', $1::text, '{}', 1, now() - $2::int * interval '1 day') RETURNING id)
+             INSERT INTO chronicle.events (run_id, seq, type) SELECT id, 1, 'RunStarted' FROM r RETURNING run_id::text AS id`,
+            [status, ageDays]
+          ).pipe(Effect.map(([row]) => row!.id))
+        return {
+          old: [yield* insert("completed", 31), yield* insert("failed", 40), yield* insert("cancelled", 400)],
+          kept: [yield* insert("completed", 29), yield* insert("waiting", 400), yield* insert("running", 400)]
+        }
+      }).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
+
+      const result = yield* runCli(["prune", "--older-than", "30d", "--batch-size", "2"], { DATABASE_URL: url })
+      assert.strictEqual(result.code, 0, result.err)
+      assert.strictEqual(result.out, `Deleted 3 terminal runs older than 30d from schema "chronicle".`)
+      const left = yield* Effect.flatMap(PgPool.PgPool, (pool) =>
+        pool.query<{ id: string; events: number }>(
+          "SELECT r.id::text AS id, (SELECT count(*)::int FROM chronicle.events e WHERE e.run_id = r.id) AS events FROM chronicle.runs r"
+        )
+      ).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
+      assert.deepStrictEqual(left.map((r) => r.id).sort(), [...ids.kept].sort())
+      assert.isTrue(left.every((r) => r.events === 1))
+
+      const again = yield* runCli(["prune", "--older-than", "4w"], { DATABASE_URL: url })
+      assert.strictEqual(again.out, `Deleted 1 terminal runs older than 4w from schema "chronicle".`)
+    }))
+
+  it.effect("prune refuses a missing or malformed age or batch size (2), and a hostile schema without connecting (1)", () =>
+    Effect.gen(function*() {
+      const env = { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" }
+      for (const argv of [["prune"], ["prune", "--older-than", "30"], ["prune", "--older-than", "30x"], ["prune", "--older-than", "-1d"]]) {
+        const result = yield* runCli(argv, env)
+        assert.strictEqual(result.code, 2, argv.join(" "))
+        // "-1d" looks like an option to the parser, which refuses it before the command sees it.
+        assert.match(result.err, argv[2] === "-1d" ? /Option '--older-than' argument is ambiguous/ : /--older-than needs an age such as 90m, 12h, 30d or 4w/)
+      }
+      for (const size of ["0", "-5", "1.5", "lots", "100001"]) {
+        const result = yield* runCli(["prune", "--older-than", "30d", "--batch-size", size], env)
+        assert.strictEqual(result.code, 2, size)
+        assert.match(result.err, size === "-5" ? /Option '--batch-size' argument is ambiguous/ : /--batch-size needs a whole number of runs from 1 to 100000/)
+      }
+      // Port 1 answers nothing: had the CLI connected first, the error would be a connection error.
+      const hostile = yield* runCli(["prune", "--older-than", "30d", "--schema", "x; DROP SCHEMA public"], env)
+      assert.strictEqual(hostile.code, 1)
+      assert.match(hostile.err, /^chronicle prune: Invalid schema name "x; DROP SCHEMA public": it contains ";"/)
+      const noUrl = yield* runCli(["prune", "--older-than", "30d"], {})
+      assert.strictEqual(noUrl.code, 1)
+      assert.match(noUrl.err, /DATABASE_URL is not set/)
+    }))
 
   it.effect.skipIf(!existsSync(join(pkg, "dist/bin.js")))("the installed bin runs the compiled CLI", () =>
     Effect.gen(function*() {

@@ -23,4 +23,8 @@ export * as PgStore from "./PgStore.js"
 /** @since 0.1.0 */
 export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
+export * as Retention from "./Retention.js"
+/** @since 0.1.0 */
+export * as Roles from "./Roles.js"
+/** @since 0.1.0 */
 export * as SchemaName from "./SchemaName.js"
