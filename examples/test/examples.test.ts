@@ -25,7 +25,7 @@ describe("examples", () => {
       const { stdout } = yield* runExample("examples/quickstart/main.ts", { DATABASE_URL: url })
       const lines = stdout.trim().split("\n")
       assert.include(lines, "migrated again: applied 0 (idempotent)")
-      assert.include(lines, "tables: events, runs, schedules, schema_migrations")
+      assert.include(lines, "tables: events, runs, schedules, schema_migrations, workers")
       assert.include(lines, "listener: NOTIFY chronicle_demo run-1")
       assert.include(lines, "listener: LISTEN active again after a reconnect: catch up now")
       // The NOTIFY after the reconnect arrives, and only after the listener said it was back.

@@ -147,7 +147,18 @@ export const make = <W extends Workflow.Any>(
       Effect.retry({ times: 1_000_000 })
     )
 
-    const announce = store.announce({ owner, workflows: versions, ttlMs: Math.max(3 * heartbeatMs, leaseMs) }).pipe(Effect.ignore)
+    // A failing announcement (a missing grant, an old schema) would make every version look
+    // unserved: say so once per streak of failures.
+    let announceFailing = false
+    const announce = store.announce({ owner, workflows: versions, ttlMs: Math.max(3 * heartbeatMs, leaseMs) }).pipe(
+      Effect.tap(() => Effect.sync(() => (announceFailing = false))),
+      Effect.catchAll((e) =>
+        announceFailing ? Effect.void : Effect.zipRight(
+          Effect.sync(() => (announceFailing = true)),
+          Effect.logWarning(`Worker ${owner} could not announce its workflow versions: ${e.message}`)
+        )
+      )
+    )
 
     const heartbeat = (announcing: boolean) => Effect.gen(function*() {
       while (true) {

@@ -619,7 +619,7 @@ export const layer = (options: LayerOptions): Layer.Layer<
     connectionString: options.connectionString,
     ...(options.applicationName === undefined ? {} : { applicationName: options.applicationName })
   }
-  return Layer.effect(Store.Store, make(options)).pipe(
+  const store = Layer.effect(Store.Store, make(options)).pipe(
     Layer.provideMerge(
       Layer.merge(
         PgPool.layer({ ...connection, ...(options.max === undefined ? {} : { max: options.max }) }),
@@ -627,5 +627,7 @@ export const layer = (options: LayerOptions): Layer.Layer<
       )
     )
   )
+  // The schema name is checked before anything connects: a hostile name never opens a connection.
+  return Layer.unwrapEffect(Effect.as(SchemaName.validate(options.schema ?? SchemaName.DEFAULT), store))
 }
 
