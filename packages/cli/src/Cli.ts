@@ -5,13 +5,14 @@
  * chronicle migrate [--schema NAME]                       apply migrations/ to DATABASE_URL
  * chronicle grants --runtime-role ROLE [--schema NAME]    print the least-privilege GRANT script
  * chronicle prune --older-than AGE [--batch-size N]       delete old terminal runs
+ * chronicle status [--schema NAME]                        runs by status, backlog, live workers
  * ```
  *
  * @since 0.1.0
  */
 import { parseArgs } from "node:util"
 import { Cause, ConfigProvider, Duration, Effect, Exit, Layer, Option } from "effect"
-import { Migrator, PgPool, Retention, Roles, SchemaName } from "@chronicle/postgres"
+import { Migrator, PgClient, PgPool, Retention, Roles, SchemaName } from "@chronicle/postgres"
 
 /**
  * Where the command writes: injectable so tests read what a user would see.
@@ -42,13 +43,16 @@ Commands:
                             whose last change is older than AGE (e.g. 90m, 12h, 30d, 4w),
                             N runs per transaction (default 1000). Other runs are never
                             deleted.
+  status [--schema NAME]    Show runs by status, parked runs, runs that could run now by
+                            workflow version (and whether a live worker runs that version:
+                            "NO WORKER" means they wait for a deploy), and live workers.
 
 Options:
   -h, --help                Show this help.
 
 Environment:
   DATABASE_URL              postgres://user:password@host:port/database (required by
-                            migrate and prune)`
+                            migrate, prune and status)`
 
 const EXIT_OK = 0
 const EXIT_FAILED = 1
@@ -115,6 +119,8 @@ export const run = (argv: ReadonlyArray<string>, io: Io): Effect.Effect<number> 
         return usageError(`--batch-size needs a whole number of runs from 1 to ${Retention.MAX_BATCH_SIZE}`)
       }
       task = prune({ olderThan, schema, batchSize: batchSize === undefined ? undefined : Number(batchSize) }, io)
+    } else if (command === "status") {
+      task = status(schema, io)
     } else {
       task = migrate(schema, io)
     }
@@ -129,7 +135,8 @@ export const run = (argv: ReadonlyArray<string>, io: Io): Effect.Effect<number> 
 const COMMANDS = {
   migrate: ["schema"],
   grants: ["schema", "runtime-role"],
-  prune: ["schema", "older-than", "batch-size"]
+  prune: ["schema", "older-than", "batch-size"],
+  status: ["schema"]
 } as const
 
 const AGE_UNITS = { m: "minutes", h: "hours", d: "days", w: "weeks" } as const
@@ -174,6 +181,22 @@ const prune = (
     })
     const deleted = yield* withDatabase(io, prune)
     io.out(`Deleted ${deleted} terminal runs older than ${options.olderThan.text} from schema "${schema}".`)
+  })
+
+const status = (schema: string | undefined, io: Io) =>
+  Effect.gen(function*() {
+    const name = yield* SchemaName.validate(schema ?? SchemaName.DEFAULT)
+    const report = yield* withDatabase(io, PgClient.status({ schema: name }))
+    const counts = Object.entries(report.byStatus).map(([s, n]) => `${s} ${n}`).join(", ")
+    io.out(`Runs: ${counts || "none"}${report.parked > 0 ? `; parked ${report.parked} (chronicle resume after a fix)` : ""}`)
+    if (report.backlog.length === 0) io.out("Runnable now: none")
+    for (const b of report.backlog) {
+      io.out(
+        `Runnable now: ${b.workflow}@${b.version}: ${b.runnable} since ${b.since.toISOString()}${b.served ? "" : "  NO WORKER runs this version"}`
+      )
+    }
+    io.out(`Live workers: ${report.workers.length === 0 ? "none" : ""}`)
+    for (const w of report.workers) io.out(`  ${w.owner}: ${w.workflows.join(", ")} (seen ${w.seenAt.toISOString()})`)
   })
 
 const migrate = (schema: string | undefined, io: Io) =>

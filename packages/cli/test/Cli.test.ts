@@ -162,6 +162,35 @@ describe("chronicle (command line)", () => {
       assert.strictEqual(again.out, `Deleted 1 terminal runs older than 4w from schema "chronicle".`)
     }))
 
+  it.scopedLive("status shows runs by status, runnable runs of a version no live worker runs, and live workers", () =>
+    Effect.gen(function*() {
+      const { serverUrl, template } = yield* TestDatabase.runEnvironment
+      const url = TestDatabase.withDatabase(serverUrl, yield* TestDatabase.createDatabase(serverUrl, { template }))
+      yield* Effect.gen(function*() {
+        const pool = yield* PgPool.PgPool
+        yield* pool.query(
+          `INSERT INTO chronicle.runs (id, workflow, version, status, input, last_seq, wake_at)
+           VALUES (gen_random_uuid(), 'checkout', '1', 'pending', '{}', 1, now() - interval '1 minute'),
+                  (gen_random_uuid(), 'checkout', '2', 'pending', '{}', 1, now() - interval '1 minute'),
+                  (gen_random_uuid(), 'checkout', '2', 'completed', '{}', 1, NULL)`
+        )
+        yield* pool.query(
+          `INSERT INTO chronicle.workers (owner, workflows, expires_at)
+           VALUES ('worker-a', '[{"name":"checkout","version":"2"}]', now() + interval '1 minute'),
+                  ('worker-dead', '[{"name":"checkout","version":"1"}]', now() - interval '1 minute')`
+        )
+      }).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1 })))
+      const result = yield* runCli(["status"], { DATABASE_URL: url })
+      assert.strictEqual(result.code, 0, result.err)
+      const lines = result.out.split("\n")
+      assert.include(lines[0], "pending 2")
+      assert.include(lines[0], "completed 1")
+      assert.match(lines.find((l) => l.includes("checkout@1"))!, /: 1 since .*NO WORKER runs this version/)
+      assert.notInclude(lines.find((l) => l.includes("checkout@2:"))!, "NO WORKER")
+      assert.include(result.out, "worker-a: checkout@2")
+      assert.notInclude(result.out, "worker-dead")
+    }))
+
   it.effect("prune refuses a missing or malformed age or batch size (2), and a hostile schema without connecting (1)", () =>
     Effect.gen(function*() {
       const env = { DATABASE_URL: "postgres://nobody@127.0.0.1:1/none" }

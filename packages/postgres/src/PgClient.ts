@@ -10,6 +10,7 @@ import { Client, Json, RunStatus, Store } from "@chronicle/core"
 import type pg from "pg"
 import * as PgError from "./PgError.js"
 import * as PgPool from "./PgPool.js"
+import * as Claim from "./internal/sql/claimRuns.js"
 import * as PgStore from "./PgStore.js"
 import * as SchemaName from "./SchemaName.js"
 
@@ -148,3 +149,45 @@ export const list = (options: ListOptions = {}) =>
     } satisfies Page
   })
 
+
+/**
+ * An overview for operators: runs by status, parked runs, runnable runs by workflow version with
+ * whether a live worker runs that version, and the live workers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Status {
+  readonly byStatus: Readonly<Record<string, number>>
+  readonly parked: number
+  readonly backlog: ReadonlyArray<StoreModule.Backlog>
+  readonly workers: ReadonlyArray<{ readonly owner: string; readonly workflows: ReadonlyArray<string>; readonly seenAt: Date }>
+}
+
+/**
+ * Reads the overview (`chronicle status`).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const status = (options: { readonly schema?: string } = {}) =>
+  Effect.gen(function*() {
+    const schema = yield* SchemaName.validate(options.schema ?? SchemaName.DEFAULT)
+    const s = SchemaName.quote(schema)
+    const pool = yield* PgPool.PgPool
+    const counts = yield* pool.query<{ status: string; n: number; parked: number }>(
+      `SELECT status, count(*)::int AS n, count(*) FILTER (WHERE parked)::int AS parked FROM ${s}.runs GROUP BY status`
+    )
+    const backlog = yield* pool.query<{ workflow: string; version: string; runnable: number; since: Date; served: boolean }>(
+      Claim.backlog(s)
+    )
+    const workers = yield* pool.query<{ owner: string; workflows: ReadonlyArray<{ name: string; version: string }>; seen_at: Date }>(
+      `SELECT owner, workflows, seen_at FROM ${s}.workers WHERE expires_at > now() ORDER BY owner`
+    )
+    return {
+      byStatus: Object.fromEntries(counts.map((c) => [c.status, Number(c.n)])),
+      parked: counts.reduce((sum, c) => sum + Number(c.parked), 0),
+      backlog: backlog.map((b) => ({ ...b, runnable: Number(b.runnable) })),
+      workers: workers.map((w) => ({ owner: w.owner, workflows: w.workflows.map((x) => `${x.name}@${x.version}`), seenAt: w.seen_at }))
+    } satisfies Status
+  })
