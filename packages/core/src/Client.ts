@@ -235,7 +235,10 @@ export const failureOf = <W extends Workflow.Any>(workflow: W, runId: string) =>
 export interface WatchOptions {
   /** The first seq to hand out. Default 1: the whole log, then what comes. */
   readonly fromSeq?: number
-  /** How often to look when no hint came (a hint lost with a dropped connection). Default 1 second. */
+  /**
+   * How often to look when no hint came. Hints are not lost across reconnects (each reconnect
+   * triggers a read), so this is only a backstop. Default 5 seconds.
+   */
   readonly pollInterval?: Duration.DurationInput
 }
 
@@ -258,25 +261,28 @@ export const watch = (
     // Subscribed first (the first element), then looked: nothing written in between is missed.
     const hints = store.activity.pipe(
       Stream.filter((id) => id === runId || id === "*"),
-      Stream.merge(Stream.tick(options.pollInterval ?? "1 second")),
+      Stream.merge(Stream.tick(options.pollInterval ?? "5 seconds")),
       Stream.buffer({ capacity: 1, strategy: "sliding" })
     )
     const row = yield* store.get(runId)
     // Already over, and everything asked for has been seen: nothing to wait for.
     if (terminal(row.status) && row.lastSeq <= last) return Stream.empty
+    const readMore = Effect.gen(function*() {
+      const rows = yield* store.read(runId, last)
+      const events = yield* Effect.forEach(rows, (r) => RunEvent.fromStored(r))
+      if (events.length > 0) last = events[events.length - 1]!.seq
+      const ended = events.some((e) => RunEvent.terminalTypes.includes(e.event._tag))
+      // Nothing new: the run may have ended before `fromSeq` (nothing more will come).
+      if (events.length === 0) {
+        const now = yield* store.get(runId)
+        return { events, end: terminal(now.status) && now.lastSeq <= last }
+      }
+      return { events, end: ended }
+    })
     return hints.pipe(
-      Stream.mapEffect(() => store.read(runId, last)),
-      Stream.mapEffect((rows) =>
-        Effect.forEach(rows, (r) => RunEvent.fromStored(r)).pipe(
-          Effect.tap((logged) =>
-            Effect.sync(() => {
-              if (logged.length > 0) last = logged[logged.length - 1]!.seq
-            })
-          )
-        )
-      ),
-      Stream.flattenIterables,
-      Stream.takeUntil((logged) => RunEvent.terminalTypes.includes(logged.event._tag))
+      Stream.mapEffect(() => readMore),
+      Stream.takeUntil((batch) => batch.end),
+      Stream.flatMap((batch) => Stream.fromIterable(batch.events))
     )
   }))
 

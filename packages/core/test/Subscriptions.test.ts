@@ -34,6 +34,17 @@ describe("subscriptions (memory store)", () => {
       assert.deepStrictEqual(tail.map((e) => e.seq), [5, 6])
     }).pipe(Effect.provide(MemoryStore.layer)))
 
+  it.live("watch from a seq past the end of a running run ends when the run ends", () =>
+    Effect.gen(function*() {
+      const w = yield* worker([Emitting])
+      const { runId } = yield* Client.start(Emitting, { steps: 1 })
+      const watching = yield* Client.watch(runId, { fromSeq: 100 }).pipe(Stream.runCollect, Effect.fork)
+      yield* Effect.sleep("20 millis")
+      yield* w.drain
+      const seen = yield* Fiber.join(watching).pipe(Effect.timeout("3 seconds"))
+      assert.strictEqual(Chunk.size(seen), 0)
+    }).pipe(Effect.provide(MemoryStore.layer)))
+
   it.live("feed resumes after a saved cursor without skipping or repeating, and filters", () =>
     Effect.gen(function*() {
       const w = yield* worker([Emitting])

@@ -28,3 +28,5 @@ export * as Retention from "./Retention.js"
 export * as Roles from "./Roles.js"
 /** @since 0.1.0 */
 export * as SchemaName from "./SchemaName.js"
+/** @since 0.1.0 */
+export * as Sse from "./Sse.js"
