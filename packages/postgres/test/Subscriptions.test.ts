@@ -137,6 +137,13 @@ describe("watch across a reconnect", () => {
     }), 30_000)
 })
 
+/** Waits until every run of the database has completed (at most 30 s). */
+const allCompleted = (url: string) =>
+  query(url, "SELECT count(*)::int AS n FROM chronicle.runs WHERE status <> 'completed'").pipe(
+    Effect.filterOrFail((rows) => rows[0]!["n"] === 0),
+    Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 300 })
+  )
+
 interface FeedEntry {
   readonly cursor: string
   readonly runId: string
@@ -243,10 +250,7 @@ describe("feed", () => {
           yield* Fiber.join(writers)
         }
         // Once every run has ended (the worker appends too), the consumer catches up with all of it.
-        yield* query(url, "SELECT count(*)::int AS n FROM chronicle.runs WHERE status <> 'completed'").pipe(
-          Effect.filterOrFail((rows) => rows[0]!["n"] === 0),
-          Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 300 })
-        )
+        yield* allCompleted(url)
         const expected = yield* allEvents(url)
         while (delivered.length < expected.length) {
           if ((yield* consume(17)) === 0) break
@@ -325,10 +329,7 @@ describe("Projection", () => {
           }).pipe(Effect.retry({ times: 1_000 }), Effect.forkScoped)
         yield* instance("a")
         yield* instance("b")
-        yield* query(url, "SELECT count(*)::int AS n FROM chronicle.runs WHERE status <> 'completed'").pipe(
-          Effect.filterOrFail((rows) => rows[0]!["n"] === 0),
-          Effect.retry({ schedule: Schedule.spaced("100 millis"), times: 300 })
-        )
+        yield* allCompleted(url)
         const expected = yield* allEvents(url)
         const projected = yield* query(url, "SELECT cursor FROM projected").pipe(
           Effect.filterOrFail((rows) => rows.length >= expected.length),
