@@ -67,6 +67,13 @@ const parseCursor = (cursor: string): Effect.Effect<ReadonlyArray<unknown>, Stor
     : Effect.succeed([match[1], match[2], Number(match[3])])
 }
 
+/** JSON text with every object's keys sorted, so two values equal as jsonb compare equal. */
+const canonical = (value: unknown): string =>
+  JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      : v)
+
 const storeError = (op: string) => (e: PgError.PgError) =>
   new Store.StoreError({ op, message: e.message, retryable: e.retryable, cause: e })
 
@@ -300,8 +307,9 @@ export const make = (options: Options = {}): Effect.Effect<
       return tail.length === params.events.length &&
         tail.every((row, i) => {
           const event = params.events[i]!
+          // jsonb keeps objects with their keys reordered (shortest first): compare key-order-free.
           return row.type === event.type && row.key === event.key &&
-            JSON.stringify(row.payload) === JSON.stringify(Json.parse(JSON.stringify(event.payload)))
+            canonical(row.payload) === canonical(Json.parse(JSON.stringify(event.payload)))
         })
     }
     /** Looks for the events in the log first; appends them only if they are not there. */

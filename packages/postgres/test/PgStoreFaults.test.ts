@@ -62,6 +62,30 @@ describe("PgStore after an ambiguous commit", () => {
       assert.strictEqual((yield* store.get(runId)).lastSeq, 2)
     }))
 
+  it.scopedLive("finds its own write although jsonb stored the payload's keys in another order", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      let lose = 0
+      const { store } = yield* storeWith(
+        url,
+        (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+          Effect.flatMap(pool.query<R>(sql, params), (rows) =>
+            isAppend(sql) && lose-- > 0
+              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+              : Effect.succeed(rows))
+      )
+      const runId = crypto.randomUUID()
+      yield* store.start(started(runId))
+      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      // jsonb keeps keys shortest first: {"a", "zeta"}, {"b", "long_key"}. A StepFailed (found by
+      // the chaos suite appended twice) has such a payload: key, name, attempt, cause, nextAttemptAt.
+      const event = RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: { zeta: 1, a: { long_key: 1, b: 2 } } })
+      lose = 1
+      yield* store.append({ runId, epoch: claimed!.epoch, afterSeq: 1, events: [event] })
+      const log = yield* store.read(runId, 0)
+      assert.deepStrictEqual(log.map((r) => r.type), ["RunStarted", "Emitted"], "appended once, not twice")
+    }))
+
   it.scopedLive("an append that never reached the server is tried again", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabase
