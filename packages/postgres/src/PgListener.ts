@@ -173,7 +173,21 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
       })
 
     yield* Effect.acquireRelease(
-      connect(current).pipe(
+      // A pg client cannot connect twice: every attempt gets a fresh subscriber, and a failed one
+      // is closed (found by the chaos suite: a worker started while Postgres restarted died with
+      // "Client has already been connected").
+      Effect.suspend(() => {
+        const attempt = current
+        return connect(attempt).pipe(
+          Effect.tapError(() =>
+            Effect.promise(() => attempt.close().catch(() => undefined)).pipe(
+              Effect.zipRight(Effect.sync(() => {
+                current = open()
+              }))
+            )
+          )
+        )
+      }).pipe(
         Effect.retry({ schedule: Schedule.exponential("100 millis").pipe(Schedule.compose(Schedule.recurs(5))), while: (e) => e.retryable })
       ),
       () =>

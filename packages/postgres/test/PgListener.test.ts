@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto"
+import * as net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Effect, Fiber, Layer, Queue, Stream } from "effect"
 import { PgListener, PgPool } from "@chronicle/postgres"
@@ -73,6 +74,40 @@ describe("PgListener", () => {
         })
         assert.strictEqual(yield* (yield* PgListener.PgListener).reconnects, 1)
       }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("starts although its first connection attempts fail (each attempt a fresh client)", () =>
+    Effect.gen(function*() {
+      const url = new URL(yield* TestDatabase.emptyDatabase)
+      // A proxy that drops the first two connections at once, as a server that is restarting.
+      let accepted = 0
+      const proxy = net.createServer((socket) => {
+        if (++accepted <= 2) return socket.destroy()
+        const upstream = net.connect(Number(url.port), url.hostname)
+        socket.pipe(upstream).pipe(socket)
+        socket.on("error", () => upstream.destroy())
+        upstream.on("error", () => socket.destroy())
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void proxy.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => proxy.close())
+      )
+      const port = (proxy.address() as net.AddressInfo).port
+      const proxied = new URL(url)
+      proxied.hostname = "127.0.0.1"
+      proxied.port = String(port)
+      yield* Effect.gen(function*() {
+        const { queue } = yield* subscribe("chronicle_wake")
+        const pool = yield* PgPool.PgPool
+        yield* pool.query("SELECT pg_notify('chronicle_wake', 'after-retries')")
+        assert.deepStrictEqual(yield* next(queue), { _tag: "Notification", channel: "chronicle_wake", payload: "after-retries" })
+        assert.isAtLeast(accepted, 3)
+      }).pipe(
+        Effect.provide(Layer.mergeAll(
+          PgPool.layer({ connectionString: url.toString(), max: 1 }),
+          PgListener.layer({ connectionString: proxied.toString() })
+        ))
+      )
     }))
 
   it.scopedLive("keeps LISTENing while any subscriber of a channel remains", () =>
