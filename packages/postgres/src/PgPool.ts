@@ -98,11 +98,24 @@ const connection = (client: pg.PoolClient): PgConnection => ({
 export const fromPool = (pool: pg.Pool): PgPoolService => {
   const withConnection: PgPoolService["withConnection"] = (use) =>
     Effect.acquireUseRelease(
-      Effect.tryPromise({ try: () => pool.connect(), catch: (cause) => PgError.fromCause("connect", cause) }),
-      (client) => use(connection(client)),
+      Effect.tryPromise({ try: () => pool.connect(), catch: (cause) => PgError.fromCause("connect", cause) }).pipe(
+        // pg-pool listens for errors only on idle clients: one that dies while checked out (a
+        // server restart, a terminated backend) would emit an unhandled 'error' and end the
+        // process. Its next query fails with the error instead (found by the chaos suite).
+        Effect.map((client) => {
+          const onError = () => {}
+          client.on("error", onError)
+          return { client, onError }
+        })
+      ),
+      ({ client }) => use(connection(client)),
       // A connection whose work failed may be mid-transaction or broken: destroy it rather
       // than hand it to the next user.
-      (client, exit) => Effect.sync(() => client.release(Exit.isFailure(exit) ? true : undefined))
+      ({ client, onError }, exit) =>
+        Effect.sync(() => {
+          client.removeListener("error", onError)
+          client.release(Exit.isFailure(exit) ? true : undefined)
+        })
     )
   const transaction = <A, E, R>(
     use: (connection: PgConnection) => Effect.Effect<A, E, R>
