@@ -222,17 +222,27 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
         return { runId: run.id, created: true }
       }),
 
-    claim: ({ leaseMs, limit, owner, workflows }) =>
+    recoverable: (workflows) =>
+      Effect.map(now, (at) => {
+        const wanted = new Set(workflows.map((w) => `${w.name}\u0000${w.version}`))
+        return [...runs.values()].some((r) =>
+          wanted.has(`${r.workflow}\u0000${r.version}`) && r.status === "running" && r.leaseUntil !== null && r.leaseUntil < at
+        )
+      }),
+
+    claim: ({ leaseMs, limit, owner, recover, workflows }) =>
       Effect.gen(function*() {
         const at = yield* now
         const wanted = new Set(workflows.map((w) => `${w.name}\u0000${w.version}`))
-        const due = [...runs.values()]
-          .filter((r) =>
-            wanted.has(`${r.workflow}\u0000${r.version}`) &&
-            (((r.status === "pending" || r.status === "waiting") && r.wakeAt !== null && r.wakeAt <= at) ||
-              (r.status === "running" && r.leaseUntil !== null && r.leaseUntil < at))
-          )
-          .sort((a, b) => (a.wakeAt ?? a.leaseUntil ?? 0) - (b.wakeAt ?? b.leaseUntil ?? 0))
+        const mine = [...runs.values()].filter((r) => wanted.has(`${r.workflow}\u0000${r.version}`))
+        const expired = recover === true
+          ? mine.filter((r) => r.status === "running" && r.leaseUntil !== null && r.leaseUntil < at)
+            .sort((a, b) => a.leaseUntil! - b.leaseUntil!)
+            .slice(0, 1)
+          : []
+        const due = expired.length > 0 ? expired : mine
+          .filter((r) => (r.status === "pending" || r.status === "waiting") && r.wakeAt !== null && r.wakeAt <= at)
+          .sort((a, b) => a.wakeAt! - b.wakeAt!)
           .slice(0, limit)
         return due.map((r): Store.Claimed => {
           // Its lease expired while running: the worker that held it crashed or stalled.

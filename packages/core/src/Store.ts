@@ -228,15 +228,22 @@ export interface StoreService {
   /** Creates a run with its first event, or returns the existing run of the same idempotency key. */
   readonly start: (params: StartParams) => Effect.Effect<{ readonly runId: string; readonly created: boolean }, InputMismatch | StoreError>
   /**
-   * Leases up to `limit` runnable runs (pending or waiting with `wakeAt` due, or running with an
-   * expired lease) of the given workflow versions, incrementing each one's epoch.
+   * Leases up to `limit` runnable runs (pending or waiting with `wakeAt` due) of the given
+   * workflow versions, incrementing each one's epoch. With `recover`, a run whose lease expired
+   * (its worker died or stalled holding it) comes first and alone: if there is one, the claim
+   * returns just that run, so that if it kills this worker too, no other run dies with it.
    */
   readonly claim: (params: {
     readonly owner: string
     readonly limit: number
     readonly leaseMs: number
     readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+    readonly recover?: boolean | undefined
   }) => Effect.Effect<ReadonlyArray<Claimed>, StoreError>
+  /** Whether a run of these versions has an expired lease, waiting to be recovered. */
+  readonly recoverable: (
+    workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+  ) => Effect.Effect<boolean, StoreError>
   /**
    * Appends events after `afterSeq`, fenced by `epoch`. Returns every event after `afterSeq`: the
    * ones written by others since (signals, cancels) and then these. A terminal event ends the run.

@@ -229,7 +229,8 @@ export const make = <W extends Workflow.Any>(
       yield* Effect.forkScoped(routeHints)
       const executed: Array<Executed> = []
       while (true) {
-        const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions })
+        // Nothing runs between batches, so a run whose worker died may be recovered (alone).
+        const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions, recover: true })
         if (claimed.length === 0) return executed as ReadonlyArray<Executed>
         for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
         executed.push(...(yield* Effect.forEach(claimed, executeOne, { concurrency })))
@@ -289,23 +290,50 @@ export const make = <W extends Workflow.Any>(
         // Hints first, then the first claim: a hint sent in between is not lost.
         yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
         let inFlight = 0
+        // A run whose previous worker died holding it is recovered only when nothing else runs
+        // here, and runs alone: if it kills this worker too, no other run is counted as crashed
+        // with it, so a crash loop reaches the crash limit alone. A busy worker that learns of
+        // such a run (checked once per heartbeat interval) stops claiming until it is idle.
+        let recoverDue = false
+        let alone = false
+        yield* Effect.gen(function*() {
+          while (true) {
+            yield* Effect.sleep(heartbeatMs)
+            if (inFlight > 0 && !recoverDue) {
+              recoverDue = yield* store.recoverable(versions).pipe(Effect.orElseSucceed(() => false))
+            }
+          }
+        }).pipe(Effect.forkScoped)
         yield* Queue.take(capacity).pipe(Effect.zipRight(poke), Effect.forever, Effect.forkScoped)
         while (true) {
-          const free = Math.min(concurrency - (inFlight - memoryWaiting), maxHeld - inFlight)
+          const idle = inFlight === 0
+          const free = alone || (recoverDue && !idle)
+            ? 0
+            : Math.min(concurrency - (inFlight - memoryWaiting), maxHeld - inFlight)
           if (free > 0 && !stopping) {
-            const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions }).pipe(
+            const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions, recover: idle }).pipe(
               Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
             )
+            if (idle) recoverDue = false
             for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
+            const recovering = claimed.length === 1 && claimed[0]!.crashes > 0
+            if (recovering) alone = true
             for (const c of claimed) {
               inFlight++
               yield* executeOne(c).pipe(
                 Effect.flatMap(onExecuted),
                 Effect.ignore,
-                Effect.ensuring(Effect.zipRight(Effect.sync(() => inFlight--), poke)),
+                Effect.ensuring(Effect.zipRight(
+                  Effect.sync(() => {
+                    inFlight--
+                    if (recovering) alone = false
+                  }),
+                  poke
+                )),
                 Effect.forkDaemon
               )
             }
+            if (recovering) continue
             // A full batch: there may be more right now.
             if (claimed.length === free) continue
           }

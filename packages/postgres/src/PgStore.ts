@@ -220,6 +220,7 @@ export const make = (options: Options = {}): Effect.Effect<
       nextWakeAt: Claim.nextWakeAt(s),
       heartbeat: Claim.heartbeat(s),
       announce: Claim.announce(s),
+      recoverable: Claim.recoverable(s),
       retire: Claim.retire(s),
       backlog: Claim.backlog(s),
       append: Append.append(s),
@@ -431,7 +432,7 @@ export const make = (options: Options = {}): Effect.Effect<
 
       start: (params) => startOn(pool, schema, params),
 
-      claim: ({ leaseMs, limit, owner, workflows }) =>
+      claim: ({ leaseMs, limit, owner, recover, workflows }) =>
         pool.query<{
           id: string
           workflow: string
@@ -440,7 +441,7 @@ export const make = (options: Options = {}): Effect.Effect<
           attempts: number
           crashes: number
           events: ReadonlyArray<EventRow>
-        }>(sql.claim, [limit, ...versions(workflows), owner, leaseMs]).pipe(
+        }>(sql.claim, [limit, ...versions(workflows), owner, leaseMs, recover === true]).pipe(
           Effect.map((rows) =>
             rows.map((r): Store.Claimed => ({
               runId: r.id,
@@ -584,6 +585,12 @@ export const make = (options: Options = {}): Effect.Effect<
       ),
 
       wakeups: listener.listen(channel.wake).pipe(Stream.retry(relisten), Stream.as(undefined), Stream.mapError(listenError)),
+
+      recoverable: (workflows) =>
+        pool.query<{ recoverable: boolean }>(sql.recoverable, versions(workflows)).pipe(
+          Effect.map(([row]) => row?.recoverable === true),
+          Effect.mapError(storeError("recoverable"))
+        ),
 
       announce: ({ owner, ttlMs, workflows }) =>
         pool.query(sql.announce, [owner, JSON.stringify(workflows.map((w) => ({ name: w.name, version: w.version }))), ttlMs]).pipe(

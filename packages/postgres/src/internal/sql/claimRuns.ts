@@ -1,21 +1,34 @@
 /**
  * Claiming: one statement picks up to `$1` runnable runs of the worker's workflow versions (due
- * pending/waiting runs, and running runs whose lease expired), leases them with a new epoch, and
- * returns each with its whole log. `FOR UPDATE SKIP LOCKED` in a CTE, then `UPDATE ... FROM`: never
+ * pending/waiting runs), leases them with a new epoch, and returns each with its whole log. With
+ * `$6` (recover), a running run whose lease expired is taken first and alone: a run that killed
+ * its worker is never claimed together with others, so if it kills this one too, only its own
+ * crash count grows (a crash loop reaches the crash limit alone; the chaos suite found bystanders
+ * failing with it when they were claimed in one batch). `FOR UPDATE SKIP LOCKED` in a CTE, then `UPDATE ... FROM`: never
  * `IN (subquery LIMIT n)`, which can lock more rows than asked. A run claimed from an expired lease
  * counts a crash; a claim from `waiting` resets the count. Leases use database time only.
  *
  * @internal
  */
 export const claimRuns = (s: string) => `
-WITH due AS (
+WITH expired AS (
   SELECT r.id FROM ${s}.runs r
-  WHERE (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
-    AND ((r.status IN ('pending', 'waiting') AND r.wake_at <= now())
-      OR (r.status = 'running' AND r.lease_until < now()))
-  ORDER BY coalesce(r.wake_at, r.lease_until)
+  WHERE $6::boolean
+    AND (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
+    AND r.status = 'running' AND r.lease_until < now()
+  ORDER BY r.lease_until
+  LIMIT 1
+  FOR UPDATE SKIP LOCKED
+), runnable AS (
+  SELECT r.id FROM ${s}.runs r
+  WHERE NOT EXISTS (SELECT 1 FROM expired)
+    AND (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
+    AND r.status IN ('pending', 'waiting') AND r.wake_at <= now()
+  ORDER BY r.wake_at
   LIMIT $1
   FOR UPDATE SKIP LOCKED
+), due AS (
+  SELECT id FROM expired UNION ALL SELECT id FROM runnable
 ), claimed AS (
   UPDATE ${s}.runs r
   SET status = 'running',
@@ -78,3 +91,11 @@ FROM ${s}.runs r
 WHERE r.status IN ('pending', 'waiting') AND r.wake_at <= now()
 GROUP BY r.workflow, r.version
 ORDER BY r.workflow, r.version`
+
+/** Whether a run of these versions has an expired lease (a busy worker then makes room to recover it). */
+export const recoverable = (s: string) => `
+SELECT EXISTS (
+  SELECT 1 FROM ${s}.runs
+  WHERE status = 'running' AND lease_until < now()
+    AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v))
+) AS recoverable`
