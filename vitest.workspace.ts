@@ -27,5 +27,6 @@ export default defineWorkspace([
   project("testing", "./packages/testing"),
   project("cli", "./packages/cli"),
   project("examples", "./examples"),
-  project("benchmarks", "./benchmarks")
+  project("benchmarks", "./benchmarks"),
+  project("chaos", "./chaos")
 ])
