@@ -89,6 +89,8 @@ export interface Options {
    * CPU and no connection while it waits.
    */
   readonly onMemoryWait?: (waiting: boolean) => void
+  /** Told after each append this execution wrote: the run got past where it was. */
+  readonly onAppended?: () => void
 }
 
 /**
@@ -222,6 +224,7 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
     const append = (events: ReadonlyArray<RunEvent.RunEvent>) =>
       store.append({ runId: claimed.runId, epoch: claimed.epoch, afterSeq: view.length, events: events.map(RunEvent.toStored) }).pipe(
         Effect.map(extend),
+        Effect.tap(() => Effect.sync(() => options.onAppended?.())),
         Effect.catchTag("LeaseLost", () =>
           Effect.sync(() => {
             leaseLost = true

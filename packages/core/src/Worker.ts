@@ -183,7 +183,10 @@ export const make = <W extends Workflow.Any>(
     })
 
     /** Executes a claimed run; never fails on the run's account. */
-    const executeOne = (claimed: StoreModule.Claimed): Effect.Effect<Executed, StoreModule.StoreError> =>
+    const executeOne = (
+      claimed: StoreModule.Claimed,
+      onAppended?: () => void
+    ): Effect.Effect<Executed, StoreModule.StoreError> =>
       Effect.gen(function*() {
         // Claims are filtered by the versions this worker has, so the lookup cannot miss.
         const workflow = registry.get(versionKey(claimed.workflow, claimed.version))!
@@ -206,6 +209,7 @@ export const make = <W extends Workflow.Any>(
           inMemoryWait,
           stopping: () => stopping,
           hints: Stream.fromQueue(entry.hints),
+          ...(onAppended === undefined ? {} : { onAppended }),
           onMemoryWait: (waiting) => {
             memoryWaiting += waiting ? 1 : -1
             if (waiting) Queue.unsafeOffer(capacity, undefined)
@@ -233,7 +237,7 @@ export const make = <W extends Workflow.Any>(
         const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions, recover: true })
         if (claimed.length === 0) return executed as ReadonlyArray<Executed>
         for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
-        executed.push(...(yield* Effect.forEach(claimed, executeOne, { concurrency })))
+        executed.push(...(yield* Effect.forEach(claimed, (c) => executeOne(c), { concurrency })))
       }
     }).pipe(Effect.scoped)
 
@@ -318,15 +322,22 @@ export const make = <W extends Workflow.Any>(
             for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
             const recovering = claimed.length === 1 && claimed[0]!.crashes > 0
             if (recovering) alone = true
+            // Alone until it appends: once it wrote something new it got past the point where its
+            // worker died (replay reaches it again first), and others may run beside it.
+            const pastIt = () => {
+              if (!alone) return
+              alone = false
+              Queue.unsafeOffer(wake, undefined)
+            }
             for (const c of claimed) {
               inFlight++
-              yield* executeOne(c).pipe(
+              yield* executeOne(c, recovering ? pastIt : undefined).pipe(
                 Effect.flatMap(onExecuted),
                 Effect.ignore,
                 Effect.ensuring(Effect.zipRight(
                   Effect.sync(() => {
                     inFlight--
-                    if (recovering) alone = false
+                    if (recovering) pastIt()
                   }),
                   poke
                 )),

@@ -67,8 +67,13 @@ export class PgListener extends Context.Tag("@chronicle/postgres/PgListener")<Pg
  */
 export interface Options {
   readonly connectionString: Redacted.Redacted<string> | string
-  /** How often an idle connection is checked with a query. Default 10 seconds. */
+  /**
+   * How often the connection is checked: a NOTIFY sent on it must come back within
+   * `checkTimeout`, or the connection is replaced. Default 10 seconds.
+   */
   readonly checkInterval?: Duration.DurationInput
+  /** How long the check waits for its NOTIFY to come back. Default 5 seconds, at most `checkInterval`. */
+  readonly checkTimeout?: Duration.DurationInput
   /** Longest pause between reconnect attempts (they back off from 100 ms). Default 5 seconds. */
   readonly maxReconnectDelay?: Duration.DurationInput
   readonly applicationName?: string
@@ -99,7 +104,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
 
     const open = (): Subscriber => {
       const subscriber = createSubscriber(
-        { connectionString, application_name: options.applicationName ?? "chronicle-listener" },
+        { connectionString, application_name: options.applicationName ?? "chronicle-listener", connectionTimeoutMillis: 10_000 },
         {
           // Keep the payload as text: a payload that is not JSON must not become an error.
           parse: (text: string) => text,
@@ -143,10 +148,29 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         catch: (cause) => PgError.fromCause("listener connect", cause)
       })
 
+    // The liveness check: a NOTIFY on a channel of this listener's own must come back on the same
+    // connection. pg-listen's own check (a query) waits forever on a half-open connection, one
+    // that stopped answering without closing; this one times out and replaces the connection (the
+    // chaos suite found half-open connections never detected).
+    const pingChannel = `chronicle_ping_${Math.random().toString(16).slice(2, 10)}`
+    const pings = new Map<string, () => void>()
+    handlers.set(pingChannel, new Set([(event) => {
+      if (event._tag === "Notification") pings.get(event.payload)?.()
+    }]))
+
     let current: Subscriber = open()
+    let replacing = false
+    // One replacement at a time (the liveness check and pg-listen's error may both ask).
     const replace = (broken: Subscriber): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (replacing) return Effect.void
+        replacing = true
+        return replaceNow(broken)
+      })
+    const replaceNow = (broken: Subscriber): Effect.Effect<void> =>
       Effect.gen(function*() {
-        yield* Effect.promise(() => broken.close().catch(() => undefined))
+        // Closing a half-open connection can wait forever: give it a second.
+        yield* Effect.promise(() => broken.close().catch(() => undefined)).pipe(Effect.timeoutOption("1 second"))
         const fresh = yield* Effect.suspend(() => {
           const s = open()
           return connect(s).pipe(
@@ -170,7 +194,9 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         current = fresh
         reconnects++
         dispatchAll({ _tag: "Listening", reconnected: true })
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        replacing = false
+      })))
 
     yield* Effect.acquireRelease(
       // A pg client cannot connect twice: every attempt gets a fresh subscriber, and a failed one
@@ -198,6 +224,24 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
           Effect.timeoutOption("5 seconds")
         )
     )
+
+    yield* Effect.tryPromise({
+      try: () => Promise.resolve(current.listenTo(pingChannel)),
+      catch: (cause) => PgError.fromCause(`LISTEN ${pingChannel}`, cause)
+    })
+    const checkMs = Duration.toMillis(options.checkInterval ?? "10 seconds")
+    const timeoutMs = Math.min(checkMs, Duration.toMillis(options.checkTimeout ?? "5 seconds"))
+    const check = Effect.gen(function*() {
+      const subscriber = current
+      const token = Math.random().toString(16).slice(2)
+      const answered = yield* Effect.async<void>((resume) => {
+        pings.set(token, () => resume(Effect.void))
+        subscriber.notify(pingChannel, token).catch(() => undefined)
+        return Effect.sync(() => pings.delete(token))
+      }).pipe(Effect.timeoutOption(timeoutMs), Effect.ensuring(Effect.sync(() => pings.delete(token))))
+      if (answered._tag === "None" && !closed && current === subscriber) yield* replace(subscriber)
+    })
+    yield* check.pipe(Effect.delay(checkMs), Effect.forever, Effect.forkScoped)
 
     const listen: PgListenerService["listen"] = (channel) =>
       Stream.unwrapScoped(

@@ -110,6 +110,49 @@ describe("PgListener", () => {
       )
     }))
 
+  it.scopedLive("replaces a half-open connection: its liveness NOTIFY does not come back in time", () =>
+    Effect.gen(function*() {
+      const url = new URL(yield* TestDatabase.emptyDatabase)
+      // A proxy that can turn every open connection into a black hole: bytes are dropped both
+      // ways and nothing is closed, as when a network path dies without a reset.
+      const pairs: Array<{ dead: boolean; client: net.Socket; upstream: net.Socket }> = []
+      const proxy = net.createServer((client) => {
+        const upstream = net.connect(Number(url.port), url.hostname)
+        const pair = { dead: false, client, upstream }
+        pairs.push(pair)
+        client.on("data", (d) => void (pair.dead || upstream.write(d)))
+        upstream.on("data", (d) => void (pair.dead || client.write(d)))
+        client.on("error", () => upstream.destroy())
+        upstream.on("error", () => client.destroy())
+        client.on("close", () => upstream.destroy())
+      })
+      yield* Effect.acquireRelease(
+        Effect.async<void>((resume) => void proxy.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.sync(() => {
+          for (const p of pairs) p.client.destroy()
+          proxy.close()
+        })
+      )
+      const proxied = new URL(url)
+      proxied.hostname = "127.0.0.1"
+      proxied.port = String((proxy.address() as net.AddressInfo).port)
+      yield* Effect.gen(function*() {
+        const { queue } = yield* subscribe("chronicle_wake")
+        for (const p of pairs) p.dead = true
+        const started = Date.now()
+        const reconnected = yield* next(queue)
+        assert.deepStrictEqual(reconnected, { _tag: "Listening", reconnected: true })
+        assert.isBelow(Date.now() - started, 5_000)
+        yield* notify("chronicle_wake", "through-the-new-connection")
+        assert.deepStrictEqual(yield* next(queue), { _tag: "Notification", channel: "chronicle_wake", payload: "through-the-new-connection" })
+      }).pipe(
+        Effect.provide(Layer.mergeAll(
+          PgPool.layer({ connectionString: url.toString(), max: 1 }),
+          PgListener.layer({ connectionString: proxied.toString(), checkInterval: "300 millis" })
+        ))
+      )
+    }), 30_000)
+
   it.scopedLive("keeps LISTENing while any subscriber of a channel remains", () =>
     Effect.gen(function*() {
       const { env } = yield* setup
