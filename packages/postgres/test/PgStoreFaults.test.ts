@@ -32,29 +32,36 @@ const storeWith = (url: string, wrap: (pool: PgPool.PgPoolService) => PgPool.PgP
 /** The worker's fenced append: the statement that bumps last_seq and inserts events. */
 const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("WITH req AS")) && sql.includes("INSERT INTO")
 
+/**
+ * A store whose appends, after `lose(n)`, commit and then report a lost connection n times: the
+ * append is one statement (its own transaction), so it commits, then the connection "drops" before
+ * the reply.
+ */
+const losingAppends = (url: string) =>
+  Effect.gen(function*() {
+    let lost = 0
+    const { store } = yield* storeWith(
+      url,
+      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
+        Effect.flatMap(pool.query<R>(sql, params), (rows) =>
+          isAppend(sql) && lost-- > 0
+            ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+            : Effect.succeed(rows))
+    )
+    return { store, lose: (n: number) => void (lost = n) }
+  })
+
 describe("PgStore after an ambiguous commit", () => {
   it.scopedLive("an append whose COMMIT succeeded but was not acknowledged finds its own write and succeeds once", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabase
-      let lose = 0
-      // The real pool, except that the next `lose` transactions report a lost connection after
-      // they committed.
-      const { store } = yield* storeWith(
-        url,
-        // The append is one statement (its own transaction): it commits, then the connection
-        // "drops" before the reply.
-      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
-          Effect.flatMap(pool.query<R>(sql, params), (rows) =>
-            isAppend(sql) && lose-- > 0
-              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
-              : Effect.succeed(rows))
-      )
+      const { lose, store } = yield* losingAppends(url)
       const runId = crypto.randomUUID()
       yield* store.start(started(runId))
       const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
       assert.isDefined(claimed)
       const event = RunEvent.toStored({ _tag: "Emitted", key: "progress#1", name: "progress", payload: { pct: 50 } })
-      lose = 1
+      lose(1)
       const rows = yield* store.append({ runId, epoch: claimed!.epoch, afterSeq: 1, events: [event] })
       assert.deepStrictEqual(rows.map((r) => [r.seq, r.type, r.key]), [[2, "Emitted", "progress#1"]])
       const log = yield* store.read(runId, 0)
@@ -65,22 +72,14 @@ describe("PgStore after an ambiguous commit", () => {
   it.scopedLive("finds its own write although jsonb stored the payload's keys in another order", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabase
-      let lose = 0
-      const { store } = yield* storeWith(
-        url,
-        (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
-          Effect.flatMap(pool.query<R>(sql, params), (rows) =>
-            isAppend(sql) && lose-- > 0
-              ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
-              : Effect.succeed(rows))
-      )
+      const { lose, store } = yield* losingAppends(url)
       const runId = crypto.randomUUID()
       yield* store.start(started(runId))
       const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
       // jsonb keeps keys shortest first: {"a", "zeta"}, {"b", "long_key"}. A StepFailed (found by
       // the chaos suite appended twice) has such a payload: key, name, attempt, cause, nextAttemptAt.
       const event = RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: { zeta: 1, a: { long_key: 1, b: 2 } } })
-      lose = 1
+      lose(1)
       yield* store.append({ runId, epoch: claimed!.epoch, afterSeq: 1, events: [event] })
       const log = yield* store.read(runId, 0)
       assert.deepStrictEqual(log.map((r) => r.type), ["RunStarted", "Emitted"], "appended once, not twice")
