@@ -133,7 +133,7 @@ describe("PgStore group commit", () => {
       const stolen = claimed[2]!
       const pool = (yield* Effect.provide(PgPool.PgPool, context))
       yield* pool.query("UPDATE chronicle.runs SET lease_until = now() - interval '1 second' WHERE id = $1", [stolen.runId])
-      const [retaken] = yield* store.claim({ owner: "w2", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      const [retaken] = yield* store.claim({ owner: "w2", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }], recover: true })
       assert.strictEqual(retaken?.runId, stolen.runId)
 
       const results = yield* Effect.all(
