@@ -9,10 +9,10 @@
  */
 import { execFile, execFileSync } from "node:child_process"
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { promisify } from "node:util"
+import { TestPostgres } from "@chronicle/testing"
 import pg from "pg"
 
 const run = promisify(execFile)
@@ -34,27 +34,6 @@ export interface Cluster {
 const asRoot = process.getuid?.() === 0
 const ROOT = join(tmpdir(), "chronicle-chaos")
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
-
 const postmasterPid = (data: string): number | undefined => {
   const pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n", 1)[0])
   return Number.isInteger(pid) && pid > 0 ? pid : undefined
@@ -65,11 +44,11 @@ const sweep = () => {
   if (!existsSync(ROOT)) return
   for (const entry of readdirSync(ROOT)) {
     const owner = Number(/^(\d+)-/.exec(entry)?.[1])
-    if (!Number.isInteger(owner) || alive(owner)) continue
+    if (!Number.isInteger(owner) || TestPostgres.alive(owner)) continue
     const data = join(ROOT, entry, "data")
     try {
       const pid = existsSync(join(data, "postmaster.pid")) ? postmasterPid(data) : undefined
-      if (pid !== undefined && alive(pid)) process.kill(pid, "SIGQUIT")
+      if (pid !== undefined && TestPostgres.alive(pid)) process.kill(pid, "SIGQUIT")
     } catch {
       // gone already
     }
@@ -82,7 +61,7 @@ export const startCluster = async (log: (line: string) => void = () => {}): Prom
   sweep()
   mkdirSync(ROOT, { recursive: true })
   chmodSync(ROOT, 0o755)
-  const port = await freePort()
+  const port = await TestPostgres.freePort()
   const dir = join(ROOT, `${process.pid}-${port}`)
   const data = join(dir, "data")
   mkdirSync(dir, { recursive: true })

@@ -183,7 +183,10 @@ export interface HeldBack {
  */
 export interface FeedPage {
   readonly rows: ReadonlyArray<FeedRow>
-  /** Set when the page is short because committed events are held back by an open transaction. */
+  /**
+   * Set when the page is empty although committed events exist after the cursor: an open
+   * transaction holds them back. (A page with events does not say; the next, empty, one will.)
+   */
   readonly heldBack: HeldBack | null
 }
 

@@ -564,11 +564,12 @@ export const make = (options: Options = {}): Effect.Effect<
             workflow: row.workflow,
             cursor: `${row.tx}:${row.run_id}:${row.seq}`
           }))
-          if (page.length === limit) return { rows: page, heldBack: null }
-          const last = rows.at(-1)
+          // Only an empty page makes a reader wait: only then is it worth asking why (a second
+          // statement), and the cursor it asks after is the reader's own.
+          if (page.length > 0) return { rows: page, heldBack: null }
           const [holder] = yield* pool.query<{ pid: number | null; xact_start: Date | null; application_name: string | null }>(
             sql.feedHeldBack,
-            last === undefined ? position : [last.tx, last.run_id, last.seq]
+            position
           ).pipe(Effect.mapError(storeError("feed")))
           return {
             rows: page,

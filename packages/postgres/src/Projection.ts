@@ -75,9 +75,13 @@ export const ensureTable = (client: pg.ClientBase, table: string) =>
 export const loadCursor = (client: pg.ClientBase, table: string, name: string) =>
   Effect.flatMap(cursorTable(table), (t) =>
     Effect.tryPromise(async () => {
+      const select = `SELECT cursor FROM ${t} WHERE name = $1 FOR UPDATE`
+      // One statement once the row exists (every batch after the first).
+      const found = await client.query<{ cursor: string | null }>(select, [name])
+      if (found.rows.length > 0) return found.rows[0]!.cursor
       await client.query(`INSERT INTO ${t} (name, cursor) VALUES ($1, NULL) ON CONFLICT (name) DO NOTHING`, [name])
-      const result = await client.query<{ cursor: string | null }>(`SELECT cursor FROM ${t} WHERE name = $1 FOR UPDATE`, [name])
-      return result.rows[0]?.cursor ?? null
+      const created = await client.query<{ cursor: string | null }>(select, [name])
+      return created.rows[0]?.cursor ?? null
     }))
 
 /**

@@ -155,7 +155,13 @@ const startContainer = (): Effect.Effect<Server, TestPostgresError, Scope.Scope>
     return { url, source: "container", version } satisfies Server
   })
 
-const freePort = (): Promise<number> =>
+/**
+ * A TCP port free on 127.0.0.1 right now.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const freePort = (): Promise<number> =>
   new Promise((resolvePort, reject) => {
     const server = createServer()
     server.unref()
@@ -167,7 +173,13 @@ const freePort = (): Promise<number> =>
     })
   })
 
-const alive = (pid: number): boolean => {
+/**
+ * Whether a process exists (one owned by another user counts).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const alive = (pid: number): boolean => {
   try {
     process.kill(pid, 0)
     return true
