@@ -91,7 +91,7 @@ export const replay = (
       },
       workflow: ChaosWorkflow,
       context: Context.make(Ledger, counting),
-      hints: Stream.never
+      hints: () => () => {}
     }).pipe(Effect.timeout("10 seconds"), Effect.either)
 
     const problems: Array<string> = []

@@ -7,7 +7,15 @@
  * - results are handed to the workflow only in log order, one at a time, and only when every fiber
  *   of the workflow is waiting (its scheduler is idle). The first execution follows the same rule,
  *   so a replay sees the same interleaving, and the same keys, as the execution that wrote the log;
- * - new work (a step attempt, a timer) starts only once the whole log has been handed back.
+ * - new work (a step attempt, a timer) starts only once the whole log has been handed back, and
+ *   only once everything the workflow has seen is written.
+ *
+ * A step's outcome is handed back before it is written when no other attempt runs, so that the
+ * workflow can go on to its next durable operation first: the outcome is then written together
+ * with what comes next (the next timer, the run's end) in one append. That append is exact: it
+ * lands right after the log the execution knows, or not at all. If someone else wrote in between
+ * (a signal, a cancel), the outcome is written after their event and the execution replays from
+ * the top, so the workflow sees the log's order, never its own guess.
  *
  * A replay that meets a recorded key of another kind, or a recorded event for a key the workflow
  * did not ask for, or that ends without asking for every recorded key, stops with `NonDeterminism`
@@ -16,7 +24,7 @@
  * @since 0.1.0
  */
 import type { Context } from "effect"
-import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Queue, Schema, Stream } from "effect"
+import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Schema, Stream } from "effect"
 import type { AttemptOutcome, ExecutionService } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
@@ -80,9 +88,10 @@ export interface Options {
   readonly stopping?: () => boolean
   /**
    * Hints that the run has new events, from a subscription the caller shares among its
-   * executions. Without it the execution subscribes to the store's changes itself.
+   * executions: the execution registers a listener, and removes it (the returned function) when
+   * it ends. Without it the execution subscribes to the store's changes itself.
    */
-  readonly hints?: Stream.Stream<void>
+  readonly hints?: (listener: () => void) => () => void
   /**
    * Told when the execution starts waiting in memory for a due time (true) and when it goes on
    * (false): a worker need not count such an execution against its concurrency, since it uses no
@@ -102,24 +111,62 @@ export interface Options {
  */
 export const execute = (options: Options): Effect.Effect<Result, Store.StoreError> =>
   // Everything the run writes (and every fiber it forks) is held to the store's value limit.
-  Effect.locally(executeUnlimited(options), Json.maxBytes, options.store.limits.value)
+  Effect.locally(
+    Effect.gen(function*() {
+      let claimed = options.claimed
+      while (true) {
+        const result = yield* executeOnce({ ...options, claimed })
+        if (result._tag !== "Replay") return result
+        claimed = { ...claimed, events: result.events }
+      }
+    }),
+    Json.maxBytes,
+    options.store.limits.value
+  )
 
-const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreError> =>
+/** The log moved under outcomes the workflow had already seen: replay it from the top. */
+interface Replay {
+  readonly _tag: "Replay"
+  readonly events: ReadonlyArray<RunEvent.StoredRow>
+}
+
+const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.StoreError> =>
   Effect.gen(function*() {
     const { claimed, store, workflow } = options
     const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
-    const wake = yield* Queue.unbounded<void>()
-    const signalWake = () => void Queue.unsafeOffer(wake, undefined)
+    // Open when the driver has something to look at; it closes it before each pass.
+    const wake = yield* Effect.makeLatch(false)
+    const signalWake = () => wake.unsafeOpen()
     const scheduler = new WorkflowScheduler(signalWake)
 
     // ---- the log as this execution knows it --------------------------------------------------
     const view: Array<RunEvent.Logged> = []
+    const stored: Array<RunEvent.StoredRow> = []
     let state: RunState.RunState | undefined
     let corrupt: RunEvent.CorruptEvent | RunState.InvalidLog | undefined
-    const extend = (rows: ReadonlyArray<RunEvent.StoredRow>) => {
-      for (const row of rows) {
+    // Outcomes handed to the workflow but not yet written, in the order it saw them; they are
+    // written first in the next append, which is exact (right after `view`, or not at all).
+    const ahead: Array<RunEvent.RunEvent> = []
+    // Someone else wrote while outcomes were ahead of the log: the workflow saw an order the log
+    // will not have. The outcomes are written after the other writes, and the run replayed.
+    let moved = false
+    /**
+     * Adds rows after the view. `written`: the events of this execution's own append, which are the
+     * last rows (others' events may come first): they are used as they are rather than decoded
+     * again (they were encoded with a JSON round trip, so they equal what a read would decode).
+     */
+    const extend = (rows: ReadonlyArray<RunEvent.StoredRow>, own = false, written: ReadonlyArray<RunEvent.RunEvent> = []) => {
+      const firstWritten = rows.length - written.length
+      for (const [i, row] of rows.entries()) {
         if (row.seq <= view.length || corrupt) continue
-        const logged = RunEvent.fromStored(row)
+        if (ahead.length > 0 && !own) {
+          moved = true
+          return
+        }
+        stored.push(row)
+        const logged = i >= firstWritten
+          ? Either.right({ seq: row.seq, at: row.at, event: written[i - firstWritten]! })
+          : RunEvent.fromStored(row)
         if (Either.isLeft(logged)) {
           corrupt = logged.left
           return
@@ -221,15 +268,44 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
     }
 
     // ---- appending ---------------------------------------------------------------------------
-    const append = (events: ReadonlyArray<RunEvent.RunEvent>) =>
-      store.append({ runId: claimed.runId, epoch: claimed.epoch, afterSeq: view.length, events: events.map(RunEvent.toStored) }).pipe(
-        Effect.map(extend),
-        Effect.tap(() => Effect.sync(() => options.onAppended?.())),
-        Effect.catchTag("LeaseLost", () =>
-          Effect.sync(() => {
-            leaseLost = true
-          }))
-      )
+    /**
+     * Appends the outcomes ahead of the log, then `events`: exactly when there are outcomes
+     * ahead, unless told otherwise (after the log moved, they go wherever the log ends now).
+     */
+    const append = (events: ReadonlyArray<RunEvent.RunEvent>, exact = ahead.length > 0) =>
+      Effect.suspend(() => {
+        const seen = ahead.length
+        const written = [...ahead, ...events]
+        return store.append({
+          runId: claimed.runId,
+          epoch: claimed.epoch,
+          afterSeq: view.length,
+          events: written.map(RunEvent.toStored),
+          exact
+        }).pipe(
+          Effect.map((rows) => {
+            ahead.length = 0
+            extend(rows, true, written)
+            // The outcomes ahead were handed back already.
+            cursor += seen
+            options.onAppended?.()
+          }),
+          Effect.catchTags({
+            LeaseLost: () =>
+              Effect.sync(() => {
+                leaseLost = true
+              }),
+            // Nothing was written. The attempts' outcomes among `events` go back to be written
+            // with the ones ahead (their bodies ran; a replay would run them again); the rest
+            // (timers, values, the end) the replay makes again.
+            LogMoved: () =>
+              Effect.sync(() => {
+                moved = true
+                outcomes.unshift(...events.filter((e) => e._tag === "StepCompleted" || e._tag === "StepFailed"))
+              })
+          })
+        )
+      })
 
     // ---- the program and its phases ---------------------------------------------------------
     const failureCodec = Workflow.failureSchema(workflow)
@@ -345,13 +421,39 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
         )
       })
 
+    /** Another pass of the driver, at once. */
+    const again = Effect.sync(() => {
+      signalWake()
+      return Option.none()
+    })
+    const attemptRunning = () => {
+      for (const req of requests.values()) if (req.kind === "step" && req.status === "running") return true
+      return false
+    }
+
     let memoryWaiting = false
-    const iterate: Effect.Effect<Option.Option<Result>, Store.StoreError> = Effect.gen(function*() {
+    // A hint that the run has new events (a signal, a cancel): read them at the next pass.
+    let hinted = false
+    const iterate: Effect.Effect<Option.Option<Result | Replay>, Store.StoreError> = Effect.gen(function*() {
       if (memoryWaiting) {
         memoryWaiting = false
         options.onMemoryWait?.(false)
       }
       if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+      // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
+      // that very write) need no read.
+      if (hinted && phase._tag !== "Finishing") {
+        hinted = false
+        extend(yield* store.read(claimed.runId, view.length).pipe(Effect.orElseSucceed(() => [])))
+      }
+      if (moved) {
+        // Write what the workflow saw after what others wrote, then replay: on the log's order.
+        yield* stopProgram
+        yield* ledger.interruptAttempts()
+        yield* append(outcomes.splice(0), false)
+        if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+        return Option.some({ _tag: "Replay", events: stored.slice() } as const)
+      }
       if (corrupt || ledger.nondeterminism) {
         const error = corrupt ?? ledger.nondeterminism!
         yield* stopProgram
@@ -363,6 +465,7 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
         ).pipe(Effect.orDie)
         yield* append([...outcomes.splice(0), { _tag: "RunParked", reason: error.message, error: errorJson }])
         if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+        if (moved) return yield* again
         const release = yield* store.release({
           runId: claimed.runId,
           epoch: claimed.epoch,
@@ -379,6 +482,7 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
       if (phase._tag === "Finishing") {
         Faults.hit("before-terminal-append", { runId: claimed.runId })
         yield* append([...outcomes.splice(0), phase.event])
+        if (moved) return yield* again
         return Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)
       }
 
@@ -404,6 +508,19 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
         if (programExit !== undefined && !ledger.askedFor(view[cursor]!.event)) break
         const handed = ledger.process(view[cursor]!)
         cursor++
+        if (ledger.nondeterminism) return Option.none()
+        if (handed) return Option.none()
+      }
+      //    Then the outcomes of finished attempts, before they are written, when no other attempt
+      //    runs (so a replay never has to stop one): the workflow goes on to its next durable
+      //    operation, written in the same append.
+      while (
+        cursor === view.length && outcomes.length > 0 && programExit === undefined && !options.stopping?.() &&
+        !attemptRunning()
+      ) {
+        const event = outcomes.shift()!
+        ahead.push(event)
+        const handed = ledger.process({ seq: view.length + ahead.length, at: yield* now, event })
         if (ledger.nondeterminism) return Option.none()
         if (handed) return Option.none()
       }
@@ -439,7 +556,7 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
       const at = yield* now
       const toAppend: Array<RunEvent.RunEvent> = outcomes.splice(0)
       if (options.stopping?.()) {
-        if (toAppend.length > 0) {
+        if (toAppend.length > 0 || ahead.length > 0) {
           yield* append(toAppend)
           signalWake()
           return Option.none()
@@ -498,7 +615,7 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
             break
         }
       }
-      if (toAppend.length > 0) {
+      if (toAppend.length > 0 || ahead.length > 0) {
         yield* append(toAppend)
         signalWake()
         return Option.none()
@@ -550,36 +667,36 @@ const executeUnlimited = (options: Options): Effect.Effect<Result, Store.StoreEr
       return Option.some({ _tag: "Suspended", wakeAt: earliest === undefined ? null : new Date(earliest) } as const)
     })
 
-    // Signals and cancels sent while this execution runs reach it through the store's hints. The
-    // first hint ("subscribed, catch up") is skipped: the claim just returned the log, and events
-    // written in between are caught by the release, which wakes the run if it missed any.
-    const follow = yield* (options.hints ?? store.changes(claimed.runId).pipe(Stream.drop(1))).pipe(
-      Stream.runForEach(() =>
-        // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
-        // that very write) need no read.
-        phase._tag === "Finishing" ? Effect.void : store.read(claimed.runId, view.length).pipe(
-          Effect.map((rows) => {
-            extend(rows)
-            signalWake()
-          }),
-          Effect.ignore
-        )
-      ),
-      Effect.ignore,
-      Effect.forkDaemon
-    )
+    // Signals and cancels sent while this execution runs reach it through the store's hints; the
+    // driver reads them at its next pass, between its own appends. The first hint ("subscribed,
+    // catch up") is skipped: the claim just returned the log, and events written in between are
+    // caught by the release, which wakes the run if it missed any.
+    const onHint = () => {
+      hinted = true
+      signalWake()
+    }
+    const unsubscribe = options.hints?.(onHint)
+    const follow = unsubscribe === undefined
+      ? yield* store.changes(claimed.runId).pipe(
+        Stream.drop(1),
+        Stream.runForEach(() => Effect.sync(onHint)),
+        Effect.ignore,
+        Effect.forkDaemon
+      )
+      : undefined
 
     const result = yield* Effect.gen(function*() {
       while (true) {
         const done = yield* iterate
         if (Option.isSome(done)) return done.value
-        yield* Queue.take(wake)
-        yield* Queue.takeAll(wake)
+        yield* wake.await
+        wake.unsafeClose()
       }
     }).pipe(
       Effect.ensuring(
         Effect.gen(function*() {
-          yield* Fiber.interrupt(follow)
+          if (follow) yield* Fiber.interrupt(follow)
+          unsubscribe?.()
           yield* Fiber.interruptAll(timers)
           yield* stopProgram
           yield* ledger.interruptAttempts()
@@ -610,6 +727,7 @@ export const fail = (
       events: [RunEvent.toStored({ _tag: "RunFailed", cause })]
     }).pipe(
       Effect.as<Result>({ _tag: "Failed" }),
-      Effect.catchTag("LeaseLost", () => Effect.succeed<Result>({ _tag: "LeaseLost" }))
+      // Not exact, so the log cannot have moved for it.
+      Effect.catchTags({ LeaseLost: () => Effect.succeed<Result>({ _tag: "LeaseLost" }), LogMoved: Effect.die })
     )
   })

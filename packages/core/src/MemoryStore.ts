@@ -266,9 +266,10 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
         })
       }),
 
-    append: ({ afterSeq, epoch, events, runId }) =>
+    append: ({ afterSeq, epoch, events, exact, runId }) =>
       Effect.gen(function*() {
         const run = yield* fenced(runId, epoch)
+        if (exact === true && run.events.length !== afterSeq) return yield* new Store.LogMoved({ runId, afterSeq })
         const at = yield* now
         insert(run, events, at)
         yield* publish(runId)

@@ -111,6 +111,15 @@ export type SendResult =
 export class LeaseLost extends Data.TaggedError("LeaseLost")<{ readonly runId: string; readonly epoch: number }> {}
 
 /**
+ * An exact append found the log longer than `afterSeq`: someone else (a signal, a cancel) wrote
+ * in between, and nothing was written. The worker still holds the run.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LogMoved extends Data.TaggedError("LogMoved")<{ readonly runId: string; readonly afterSeq: number }> {}
+
+/**
  * @since 0.1.0
  * @category errors
  */
@@ -250,13 +259,18 @@ export interface StoreService {
   /**
    * Appends events after `afterSeq`, fenced by `epoch`. Returns every event after `afterSeq`: the
    * ones written by others since (signals, cancels) and then these. A terminal event ends the run.
+   *
+   * `exact`: only if the log still ends at `afterSeq`, so these events land right after it;
+   * otherwise nothing is written and the append fails with `LogMoved`. The interpreter appends
+   * exactly when the workflow has already seen the outcomes it writes.
    */
   readonly append: (params: {
     readonly runId: string
     readonly epoch: number
     readonly afterSeq: number
     readonly events: ReadonlyArray<RunEvent.Stored>
-  }) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, LeaseLost | StoreError>
+    readonly exact?: boolean | undefined
+  }) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, LeaseLost | LogMoved | StoreError>
   /**
    * Gives the run back: `waiting` until `wakeAt` (null: until something is sent to it), or parked.
    * If events arrived after `seenSeq`, the run is made runnable at once instead.

@@ -22,7 +22,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream } from "effect"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
 import * as Interpreter from "./Interpreter.js"
@@ -91,8 +91,8 @@ interface Held {
   readonly claimed: StoreModule.Claimed
   fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined
   lost: boolean
-  /** Hints that the run has new events (a signal, a cancel), routed from the worker's one subscription. */
-  readonly hints: Queue.Queue<void>
+  /** Hears hints that the run has new events (a signal, a cancel), routed from the worker's one subscription. */
+  hint: (() => void) | undefined
 }
 
 /**
@@ -137,11 +137,8 @@ export const make = <W extends Workflow.Any>(
     const routeHints = store.events.pipe(
       Stream.runForEach((runId) =>
         Effect.sync(() => {
-          if (runId === "*") for (const h of held.values()) Queue.unsafeOffer(h.hints, undefined)
-          else {
-            const h = held.get(runId)
-            if (h) Queue.unsafeOffer(h.hints, undefined)
-          }
+          if (runId === "*") for (const h of held.values()) h.hint?.()
+          else held.get(runId)?.hint?.()
         })
       ),
       Effect.retry({ times: 1_000_000 })
@@ -199,7 +196,7 @@ export const make = <W extends Workflow.Any>(
           )
           return { runId: claimed.runId, result }
         }
-        const entry: Held = { claimed, fiber: undefined, lost: false, hints: yield* Queue.sliding<void>(1) }
+        const entry: Held = { claimed, fiber: undefined, lost: false, hint: undefined }
         held.set(claimed.runId, entry)
         entry.fiber = yield* Effect.forkDaemon(Interpreter.execute({
           store,
@@ -208,7 +205,12 @@ export const make = <W extends Workflow.Any>(
           context,
           inMemoryWait,
           stopping: () => stopping,
-          hints: Stream.fromQueue(entry.hints),
+          hints: (listener) => {
+            entry.hint = listener
+            return () => {
+              entry.hint = undefined
+            }
+          },
           ...(onAppended === undefined ? {} : { onAppended }),
           onMemoryWait: (waiting) => {
             memoryWaiting += waiting ? 1 : -1
@@ -333,7 +335,16 @@ export const make = <W extends Workflow.Any>(
               inFlight++
               yield* executeOne(c, recovering ? pastIt : undefined).pipe(
                 Effect.flatMap(onExecuted),
-                Effect.ignore,
+                // An execution that failed (the store unreachable for good) or died leaves its run
+                // to its lease, and another worker takes it over once it expires: say so, with why.
+                Effect.catchAllCause((cause) =>
+                  Cause.isInterruptedOnly(cause)
+                    ? Effect.void
+                    : Effect.logWarning(
+                      `Worker ${owner}: the execution of run ${c.runId} ended abnormally; the run waits for its lease to expire`,
+                      cause
+                    )
+                ),
                 Effect.ensuring(Effect.zipRight(
                   Effect.sync(() => {
                     inFlight--

@@ -225,6 +225,7 @@ export const make = (options: Options = {}): Effect.Effect<
       backlog: Claim.backlog(s),
       append: Append.append(s),
       appendBatch: Append.appendBatch(s),
+      fence: Append.fence(s),
       read: Append.readEvents(s),
       feed: Append.feed(s),
       feedHeldBack: Append.feedHeldBack(s),
@@ -277,8 +278,25 @@ export const make = (options: Options = {}): Effect.Effect<
     const readThrough = (runId: string, afterSeq: number, ours: ReadonlyArray<RunEvent.StoredRow>) =>
       readRows(runId, afterSeq).pipe(Effect.map((all) => all.filter((r) => r.seq <= ours[ours.length - 1]!.seq)))
 
-    type AppendResult = Either.Either<ReadonlyArray<RunEvent.StoredRow>, Store.LeaseLost>
+    type AppendResult = Either.Either<ReadonlyArray<RunEvent.StoredRow>, Store.LeaseLost | Store.LogMoved>
     type AppendParams = Parameters<Store.StoreService["append"]>[0]
+    /**
+     * Why nothing was written: a lost lease, or (for an exact append) a log that moved while this
+     * worker still holds the run. Only read when an append came back empty, which is rare.
+     */
+    const refused = (params: AppendParams): Effect.Effect<AppendResult, PgError.PgError> =>
+      params.exact !== true
+        ? Effect.succeed(Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })))
+        : pool.query<{ held: boolean; last_seq: number }>(sql.fence, [params.runId, params.epoch]).pipe(
+          Effect.map(([row]) =>
+            Either.left(
+              row?.held === true && row.last_seq !== params.afterSeq
+                ? new Store.LogMoved({ runId: params.runId, afterSeq: params.afterSeq })
+                : new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })
+            )
+          )
+        )
+
     const appendOnce = (params: Parameters<Store.StoreService["append"]>[0]): Effect.Effect<AppendResult, PgError.PgError> =>
       Effect.gen(function*() {
         const terminal = terminalOf(params.events)
@@ -292,13 +310,14 @@ export const make = (options: Options = {}): Effect.Effect<
           params.afterSeq,
           ...columns(params.events),
           channel.events,
-          channel.log
+          channel.log,
+          params.exact === true
         ])
         if (result.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
           return yield* Effect.fail(lostAck())
         }
         // No rows: the fence refused the write (the events inserted are never fewer than one).
-        if (result.length === 0) return Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })) as AppendResult
+        if (result.length === 0) return yield* refused(params)
         const rows = result.map(toStoredRow)
         // Events appended by others while this statement waited for the row lock are not in its
         // snapshot: read the whole range again (after the commit, it sees them all).
@@ -308,25 +327,32 @@ export const make = (options: Options = {}): Effect.Effect<
 
     /**
      * After an ambiguous commit (the connection dropped during COMMIT), the append may or may not
-     * have happened. Look: if the log ends with exactly these events, they were ours and this is
-     * a success; otherwise nothing was written and the append is tried again.
+     * have happened. Look: if the log after `afterSeq` holds exactly these events one after
+     * another, they were ours (each has its own key, or is the run's one terminal event), and the
+     * rows up to them are the append's result; otherwise nothing was written. Others may have
+     * written before ours (they raced the lock) or after (a signal sent since): ours are looked
+     * for anywhere, not only at the end, or a signal sent after them would have them written twice.
      */
-    const endsWithOurs = (params: AppendParams, rows: ReadonlyArray<RunEvent.StoredRow>) => {
-      const tail = rows.slice(-params.events.length)
-      return tail.length === params.events.length &&
-        tail.every((row, i) => {
-          const event = params.events[i]!
+    const findOurs = (params: AppendParams, rows: ReadonlyArray<RunEvent.StoredRow>) => {
+      const n = params.events.length
+      const ours = params.events.map((e) => canonical(Json.parse(JSON.stringify(e.payload))))
+      for (let start = 0; start + n <= rows.length; start++) {
+        const match = params.events.every((event, i) => {
+          const row = rows[start + i]!
           // jsonb keeps objects with their keys reordered (shortest first): compare key-order-free.
-          return row.type === event.type && row.key === event.key &&
-            canonical(row.payload) === canonical(Json.parse(JSON.stringify(event.payload)))
+          return row.type === event.type && row.key === event.key && canonical(row.payload) === ours[i]
         })
+        if (match) return rows.slice(0, start + n)
+      }
+      return undefined
     }
     /** Looks for the events in the log first; appends them only if they are not there. */
     const recoverOrAppend = (params: AppendParams) =>
       readRows(params.runId, params.afterSeq).pipe(
-        Effect.flatMap((rows) =>
-          endsWithOurs(params, rows) ? Effect.succeed(Either.right(rows) as AppendResult) : appendOnce(params)
-        )
+        Effect.flatMap((rows) => {
+          const found = findOurs(params, rows)
+          return found !== undefined ? Effect.succeed(Either.right(found) as AppendResult) : appendOnce(params)
+        })
       )
     const appendOrRecover = (params: AppendParams) =>
       appendOnce(params).pipe(Effect.catchAll((error) => (error.retryable ? recoverOrAppend(params) : Effect.fail(error))))
@@ -365,7 +391,8 @@ export const make = (options: Options = {}): Effect.Effect<
           events.map((x) => x.e.key),
           events.map((x) => JSON.stringify(x.e.payload)),
           channel.events,
-          channel.log
+          channel.log,
+          batch.map((p) => p.params.exact === true)
         ]).pipe(Effect.either)
         if (Either.isLeft(result)) {
           // The batch failed, perhaps after committing: each run looks for its own events before
@@ -384,9 +411,7 @@ export const make = (options: Options = {}): Effect.Effect<
           if (rows !== undefined && rows.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
             return Deferred.complete(deferred, recoverOrAppend(params))
           }
-          if (rows === undefined || rows.length === 0) {
-            return Deferred.succeed(deferred, Either.left(new Store.LeaseLost({ runId: params.runId, epoch: params.epoch })))
-          }
+          if (rows === undefined || rows.length === 0) return Deferred.complete(deferred, refused(params))
           if (contiguous(rows, params.afterSeq)) return Deferred.succeed(deferred, Either.right(rows))
           return Deferred.complete(
             deferred,
@@ -625,6 +650,8 @@ export interface LayerOptions extends Options {
   /** Pool size. Default 10. */
   readonly max?: number
   readonly applicationName?: string
+  /** Prepared statements (see `PgPool.Options`). Default true. */
+  readonly preparedStatements?: boolean
 }
 
 /**
@@ -644,7 +671,11 @@ export const layer = (options: LayerOptions): Layer.Layer<
   const store = Layer.effect(Store.Store, make(options)).pipe(
     Layer.provideMerge(
       Layer.merge(
-        PgPool.layer({ ...connection, ...(options.max === undefined ? {} : { max: options.max }) }),
+        PgPool.layer({
+          ...connection,
+          ...(options.max === undefined ? {} : { max: options.max }),
+          ...(options.preparedStatements === undefined ? {} : { preparedStatements: options.preparedStatements })
+        }),
         PgListener.layer(connection)
       )
     )

@@ -15,6 +15,15 @@ const started = (runId: string) => ({
   tags: []
 })
 
+/** Starts one run of "w" and claims it as worker "w1". */
+const startAndClaim = (store: Store.StoreService) =>
+  Effect.gen(function*() {
+    const runId = crypto.randomUUID()
+    yield* store.start(started(runId))
+    const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+    return { runId, claimed }
+  })
+
 /**
  * A PgStore on `url` whose pool is the real one but for `query`, replaced by `wrap(pool)` (fault
  * injection at the store's edge). Built in the test's scope, so the pool lives as long as the test.
@@ -32,6 +41,20 @@ const storeWith = (url: string, wrap: (pool: PgPool.PgPoolService) => PgPool.PgP
 /** The worker's fenced append: the statement that bumps last_seq and inserts events. */
 const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("WITH req AS")) && sql.includes("INSERT INTO")
 
+/** A store on the real pool that notes which append statement each write used. */
+const recordingAppends = (url: string) =>
+  Effect.gen(function*() {
+    const statements: Array<"batch" | "single"> = []
+    const built = yield* storeWith(
+      url,
+      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => {
+        if (isAppend(sql)) statements.push(sql.includes("unnest($1::uuid[]") ? "batch" : "single")
+        return pool.query<R>(sql, params)
+      }
+    )
+    return { ...built, statements }
+  })
+
 /**
  * A store whose appends, after `lose(n)`, commit and then report a lost connection n times: the
  * append is one statement (its own transaction), so it commits, then the connection "drops" before
@@ -40,15 +63,26 @@ const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("
 const losingAppends = (url: string) =>
   Effect.gen(function*() {
     let lost = 0
+    // Runs after the commit and before the loss is reported (another writer getting in between).
+    let between: Effect.Effect<unknown, unknown> = Effect.void
     const { store } = yield* storeWith(
       url,
       (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) =>
         Effect.flatMap(pool.query<R>(sql, params), (rows) =>
           isAppend(sql) && lost-- > 0
-            ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+            ? Effect.zipRight(
+              Effect.orDie(between),
+              Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
+            )
             : Effect.succeed(rows))
     )
-    return { store, lose: (n: number) => void (lost = n) }
+    return {
+      store,
+      lose: (n: number, then: Effect.Effect<unknown, unknown> = Effect.void) => {
+        lost = n
+        between = then
+      }
+    }
   })
 
 describe("PgStore after an ambiguous commit", () => {
@@ -56,9 +90,7 @@ describe("PgStore after an ambiguous commit", () => {
     Effect.gen(function*() {
       const url = yield* freshDatabase
       const { lose, store } = yield* losingAppends(url)
-      const runId = crypto.randomUUID()
-      yield* store.start(started(runId))
-      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      const { claimed, runId } = yield* startAndClaim(store)
       assert.isDefined(claimed)
       const event = RunEvent.toStored({ _tag: "Emitted", key: "progress#1", name: "progress", payload: { pct: 50 } })
       lose(1)
@@ -73,9 +105,7 @@ describe("PgStore after an ambiguous commit", () => {
     Effect.gen(function*() {
       const url = yield* freshDatabase
       const { lose, store } = yield* losingAppends(url)
-      const runId = crypto.randomUUID()
-      yield* store.start(started(runId))
-      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      const { claimed, runId } = yield* startAndClaim(store)
       // jsonb keeps keys shortest first: {"a", "zeta"}, {"b", "long_key"}. A StepFailed (found by
       // the chaos suite appended twice) has such a payload: key, name, attempt, cause, nextAttemptAt.
       const event = RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: { zeta: 1, a: { long_key: 1, b: 2 } } })
@@ -97,9 +127,7 @@ describe("PgStore after an ambiguous commit", () => {
             ? Effect.fail(PgError.fromCause("append", new Error("Connection terminated unexpectedly")))
             : pool.query<R>(sql, params)
       )
-      const runId = crypto.randomUUID()
-      yield* store.start(started(runId))
-      const [claimed] = yield* store.claim({ owner: "w1", limit: 1, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      const { claimed, runId } = yield* startAndClaim(store)
       fail = 1
       yield* store.append({
         runId,
@@ -108,7 +136,6 @@ describe("PgStore after an ambiguous commit", () => {
         events: [RunEvent.toStored({ _tag: "Emitted", key: "e#1", name: "e", payload: null })]
       })
       assert.deepStrictEqual((yield* store.read(runId, 0)).map((r) => r.type), ["RunStarted", "Emitted"])
-      void Store
     }))
 })
 
@@ -116,15 +143,7 @@ describe("PgStore group commit", () => {
   it.scopedLive("concurrent appends share a statement, each fenced by its own epoch", () =>
     Effect.gen(function*() {
       const url = yield* freshDatabase
-      const statements: Array<string> = []
-      // The real pool, noting which append statement each write used.
-      const { context, store } = yield* storeWith(
-        url,
-      (pool) => <R extends object>(sql: string, params?: ReadonlyArray<unknown>) => {
-          if (isAppend(sql)) statements.push(sql.includes("unnest($1::uuid[]") ? "batch" : "single")
-          return pool.query<R>(sql, params)
-        }
-      )
+      const { context, statements, store } = yield* recordingAppends(url)
       const ids = Array.from({ length: 6 }, () => crypto.randomUUID())
       for (const id of ids) yield* store.start(started(id))
       const claimed = yield* store.claim({ owner: "w1", limit: 6, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
@@ -157,5 +176,53 @@ describe("PgStore group commit", () => {
         const log = yield* store.read(c.runId, 0)
         assert.deepStrictEqual(log.map((r) => r.type), i === 2 ? ["RunStarted"] : ["RunStarted", "Emitted"])
       }
+    }))
+})
+
+describe("PgStore exact appends", () => {
+  const signal = (key: string) => RunEvent.toStored({ _tag: "SignalReceived", key, name: "ping", payload: "hi" })
+  const emitted = (key: string) => RunEvent.toStored({ _tag: "Emitted", key, name: "e", payload: { key } })
+
+  it.scopedLive("an exact append after someone else's write is refused with LogMoved and writes nothing, alone or in a batch", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      const { statements, store } = yield* recordingAppends(url)
+      const ids = Array.from({ length: 4 }, () => crypto.randomUUID())
+      for (const id of ids) yield* store.start(started(id))
+      const claimed = yield* store.claim({ owner: "w1", limit: 4, leaseMs: 30_000, workflows: [{ name: "w", version: "1" }] })
+      // Runs 1 and 3 get a signal after the worker's view (seq 1).
+      yield* store.send(claimed[1]!.runId, signal("s1"))
+      yield* store.send(claimed[3]!.runId, signal("s3"))
+      const results = yield* Effect.all(
+        claimed.map((c, i) =>
+          store.append({ runId: c.runId, epoch: c.epoch, afterSeq: 1, events: [emitted(`e${i}`)], exact: i !== 3 }).pipe(Effect.either)
+        ),
+        { concurrency: "unbounded" }
+      )
+      assert.include(statements, "batch")
+      assert.deepStrictEqual(results.map((r) => (r._tag === "Left" ? r.left._tag : r.right.map((row) => row.type).join(","))), [
+        "Emitted",
+        "LogMoved",
+        "Emitted",
+        // Not exact: written after the signal, which comes back with it.
+        "SignalReceived,Emitted"
+      ])
+      assert.deepStrictEqual((yield* store.read(claimed[1]!.runId, 0)).map((r) => r.type), ["RunStarted", "SignalReceived"])
+      // Alone (not batched), and with a lost lease: LeaseLost, not LogMoved.
+      const moved = yield* store.append({ runId: claimed[1]!.runId, epoch: claimed[1]!.epoch, afterSeq: 1, events: [emitted("x")], exact: true }).pipe(Effect.flip)
+      assert.strictEqual(moved._tag, "LogMoved")
+      const lost = yield* store.append({ runId: claimed[0]!.runId, epoch: claimed[0]!.epoch + 1, afterSeq: 2, events: [emitted("y")], exact: true }).pipe(Effect.flip)
+      assert.strictEqual(lost._tag, "LeaseLost")
+    }))
+
+  it.scopedLive("after an ambiguous commit, a signal written after ours does not make the store write ours again", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      const { lose, store } = yield* losingAppends(url)
+      const { claimed, runId } = yield* startAndClaim(store)
+      lose(1, store.send(runId, signal("late")))
+      const rows = yield* store.append({ runId, epoch: claimed!.epoch, afterSeq: 1, events: [emitted("e1")], exact: true })
+      assert.deepStrictEqual(rows.map((r) => [r.seq, r.type]), [[2, "Emitted"]])
+      assert.deepStrictEqual((yield* store.read(runId, 0)).map((r) => r.type), ["RunStarted", "Emitted", "SignalReceived"], "ours once, then the signal")
     }))
 })

@@ -6,7 +6,7 @@
  *
  * @internal
  */
-import { Deferred, Effect, Exit, Fiber, FiberId, Option, Schema } from "effect"
+import { Effect, Exit, Fiber, Option, Schema } from "effect"
 import type { StepSpec } from "../Execution.js"
 import type * as Json from "../Json.js"
 import type * as RunEvent from "../RunEvent.js"
@@ -31,7 +31,31 @@ export class NonDeterminism extends Schema.TaggedError<NonDeterminism>()("NonDet
   }
 }
 
-export type Resolution<A> = Deferred.Deferred<A>
+/**
+ * The answer to one request, completed once by the ledger and awaited by the workflow's fiber.
+ * (A Deferred does the same, but costs several times more per request, and every step, sleep and
+ * signal makes one.)
+ */
+export class Resolution<A> {
+  private exit: Exit.Exit<A> | undefined
+  private waiter: ((exit: Exit.Exit<A>) => void) | undefined
+
+  complete(exit: Exit.Exit<A>): void {
+    if (this.exit !== undefined) return
+    this.exit = exit
+    const waiter = this.waiter
+    this.waiter = undefined
+    waiter?.(exit)
+  }
+
+  readonly await: Effect.Effect<A> = Effect.async<A>((resume) => {
+    if (this.exit !== undefined) return resume(this.exit)
+    this.waiter = resume
+    return Effect.sync(() => {
+      this.waiter = undefined
+    })
+  })
+}
 
 export interface StepRequest {
   readonly kind: "step"
@@ -121,7 +145,7 @@ export class Ledger {
     if (req.kind === "step") req.status = "done"
     else req.done = true
     this.requests.delete(req.key)
-    Deferred.unsafeDone(req.deferred, Exit.succeed(value))
+    req.deferred.complete(Exit.succeed(value))
     this.onChange()
     return true
   }
@@ -147,13 +171,13 @@ export class Ledger {
         )
         return Effect.never
       }
-      const deferred = Deferred.unsafeMake<A>(FiberId.none)
+      const deferred = new Resolution<A>()
       const req = request(deferred)
       if (req.kind === "step") this.specs.set(key, req.spec)
       this.requested.set(key, kind)
       this.requests.set(key, req)
       this.onChange()
-      return Deferred.await(deferred).pipe(
+      return deferred.await.pipe(
         // The waiting fiber was interrupted (a lost race, a suspension): forget the request,
         // and stop its attempt if one runs.
         Effect.onInterrupt(() =>

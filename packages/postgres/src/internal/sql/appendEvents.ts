@@ -27,6 +27,7 @@ WITH upd AS (
       wake_at = CASE WHEN $4::text IS NULL THEN wake_at END,
       parked = CASE WHEN $4::text IS NULL THEN parked ELSE false END
   WHERE id = $1::uuid AND lease_epoch = $2::bigint AND lease_owner IS NOT NULL AND status = 'running'
+    AND (NOT $13::bool OR last_seq = $7::int)
   RETURNING id, last_seq, CASE WHEN $4::text IS NOT NULL THEN pg_notify($11::text, id::text) END AS notified,
             pg_notify($12::text, id::text) AS logged
 ), ins AS (
@@ -78,6 +79,16 @@ LEFT JOIN LATERAL (
 ) a ON true
 WHERE h.held`
 
+/**
+ * Why an append wrote nothing: whether this worker still holds the run (then an exact append
+ * found the log moved), and where the log ends.
+ *
+ * @internal
+ */
+export const fence = (s: string) => `
+SELECT (lease_epoch = $2::bigint AND lease_owner IS NOT NULL AND status = 'running') AS held, last_seq
+FROM ${s}.runs WHERE id = $1::uuid`
+
 /** Events after a seq, for recovery after an ambiguous commit and for readers. */
 export const readEvents = (s: string) => `
 SELECT seq, type, key, payload, at FROM ${s}.events WHERE run_id = $1::uuid AND seq > $2::int ORDER BY seq`
@@ -96,8 +107,8 @@ SELECT seq, type, key, payload, at FROM ${s}.events WHERE run_id = $1::uuid AND 
  */
 export const appendBatch = (s: string) => `
 WITH req AS (
-  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[])
-    AS r(id, epoch, n, term, output, error, after)
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $15::bool[])
+    AS r(id, epoch, n, term, output, error, after, exact)
 ), upd AS (
   UPDATE ${s}.runs r
   SET last_seq = r.last_seq + req.n,
@@ -111,6 +122,7 @@ WITH req AS (
       parked = CASE WHEN req.term IS NULL THEN r.parked ELSE false END
   FROM req
   WHERE r.id = req.id AND r.lease_epoch = req.epoch AND r.lease_owner IS NOT NULL AND r.status = 'running'
+    AND (NOT req.exact OR r.last_seq = req.after)
   RETURNING r.id, r.last_seq, req.n, req.after,
             CASE WHEN req.term IS NOT NULL THEN pg_notify($13::text, r.id::text) END AS notified,
             pg_notify($14::text, r.id::text) AS logged
