@@ -67,15 +67,40 @@ export interface Options {
   readonly shutdownTimeout?: Duration.DurationInput
   /** `application_name` shown in pg_stat_activity. Default "chronicle". */
   readonly applicationName?: string
+  /**
+   * Statements with parameters are prepared once per connection (named prepared statements), so
+   * the server plans them once rather than on every call. Default true. Turn it off behind a
+   * pooler that does not keep prepared statements across transactions (PgBouncer in transaction
+   * mode before 1.21, or without `max_prepared_statements`).
+   */
+  readonly preparedStatements?: boolean
+}
+
+/**
+ * Names for prepared statements, one per statement text, shared by every pool of the process
+ * (each connection prepares a name the first time it runs it).
+ */
+const statementNames = new Map<string, string>()
+const statementName = (sql: string): string => {
+  let name = statementNames.get(sql)
+  if (name === undefined) {
+    name = `chronicle_${statementNames.size + 1}`
+    statementNames.set(sql, name)
+  }
+  return name
 }
 
 const runQuery = <R extends object>(
   on: pg.Pool | pg.PoolClient,
   sql: string,
-  params: ReadonlyArray<unknown> | undefined
+  params: ReadonlyArray<unknown> | undefined,
+  prepare: boolean
 ): Effect.Effect<ReadonlyArray<R>, PgError.PgError> =>
   Effect.tryPromise({
-    try: () => on.query<R & pg.QueryResultRow>(sql, params as Array<unknown> | undefined),
+    try: () =>
+      params === undefined || !prepare
+        ? on.query<R & pg.QueryResultRow>(sql, params as Array<unknown> | undefined)
+        : on.query<R & pg.QueryResultRow>({ text: sql, values: params as Array<unknown>, name: statementName(sql) }),
     catch: (cause) => PgError.fromCause(firstLine(sql), cause)
   }).pipe(Effect.map((result) => result.rows))
 
@@ -84,9 +109,9 @@ const firstLine = (sql: string): string => {
   return line.length > 80 ? `${line.slice(0, 77)}...` : line
 }
 
-const connection = (client: pg.PoolClient): PgConnection => ({
+const connection = (client: pg.PoolClient, prepare: boolean): PgConnection => ({
   client,
-  query: (sql, params) => runQuery(client, sql, params)
+  query: (sql, params) => runQuery(client, sql, params, prepare)
 })
 
 /**
@@ -95,7 +120,8 @@ const connection = (client: pg.PoolClient): PgConnection => ({
  * @since 0.1.0
  * @category constructors
  */
-export const fromPool = (pool: pg.Pool): PgPoolService => {
+export const fromPool = (pool: pg.Pool, options: { readonly preparedStatements?: boolean } = {}): PgPoolService => {
+  const prepare = options.preparedStatements ?? true
   const withConnection: PgPoolService["withConnection"] = (use) =>
     Effect.acquireUseRelease(
       Effect.tryPromise({ try: () => pool.connect(), catch: (cause) => PgError.fromCause("connect", cause) }).pipe(
@@ -108,7 +134,7 @@ export const fromPool = (pool: pg.Pool): PgPoolService => {
           return { client, onError }
         })
       ),
-      ({ client }) => use(connection(client)),
+      ({ client }) => use(connection(client, prepare)),
       // A connection whose work failed may be mid-transaction or broken: destroy it rather
       // than hand it to the next user.
       ({ client, onError }, exit) =>
@@ -131,7 +157,7 @@ export const fromPool = (pool: pg.Pool): PgPoolService => {
       // discarded by withConnection, which ends the transaction on the server too.
       return Effect.onError(body, () => conn.query("ROLLBACK").pipe(Effect.ignore))
     })
-  return { pool, query: (sql, params) => runQuery(pool, sql, params), withConnection, transaction }
+  return { pool, query: (sql, params) => runQuery(pool, sql, params, prepare), withConnection, transaction }
 }
 
 /**
@@ -164,14 +190,14 @@ export const make = (options: Options): Effect.Effect<PgPoolService, PgError.PgE
           Effect.asVoid
         )
     )
-    yield* runQuery(pool, "SELECT 1", undefined).pipe(
+    yield* runQuery(pool, "SELECT 1", undefined, false).pipe(
       Effect.retry({ schedule: Schedule.exponential("100 millis"), while: (e) => e.retryable }),
       Effect.timeoutFail({
         duration: options.connectTimeout ?? "10 seconds",
         onTimeout: () => PgError.fromCause("connect", new Error("timed out connecting to Postgres"))
       })
     )
-    return fromPool(pool)
+    return fromPool(pool, options)
   })
 
 /**

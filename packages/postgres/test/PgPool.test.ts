@@ -14,6 +14,24 @@ const count = Effect.flatMap(PgPool.PgPool, (p) => p.query<{ n: number }>("SELEC
 )
 
 describe("PgPool", () => {
+  it.scopedLive("prepares statements with parameters once per connection, unless told not to", () =>
+    Effect.gen(function*() {
+      const url = yield* TestDatabase.emptyDatabase
+      const prepared = (preparedStatements: boolean) =>
+        Effect.flatMap(PgPool.PgPool, (pool) =>
+          pool.withConnection((c) =>
+            Effect.gen(function*() {
+              yield* c.query("SELECT $1::int AS n", [1])
+              yield* c.query("SELECT $1::int AS n", [2])
+              return yield* c.query<{ n: number }>(
+                "SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1::int AS n%'"
+              )
+            })
+          )).pipe(Effect.provide(PgPool.layer({ connectionString: url, max: 1, preparedStatements })))
+      assert.deepStrictEqual(yield* prepared(true), [{ n: 1 }])
+      assert.deepStrictEqual(yield* prepared(false), [{ n: 0 }])
+    }))
+
   it.scopedLive("commits a transaction that succeeds and rolls back one that fails", () =>
     withPool(Effect.gen(function*() {
       const pool = yield* PgPool.PgPool
