@@ -92,6 +92,58 @@ CREATE TABLE "chronicle".workers (
 
 ALTER TABLE "chronicle".workers ADD CONSTRAINT workers_pkey PRIMARY KEY (owner);
 
+CREATE OR REPLACE FUNCTION chronicle.claim_runs(batch_size integer, workflows text[], versions text[], owner_name text, lease_ms bigint, recover boolean)
+ RETURNS TABLE(id text, workflow text, version text, epoch text, attempts integer, crashes integer, events json)
+ LANGUAGE plpgsql
+ SET enable_bitmapscan TO 'off'
+AS $function$
+#variable_conflict use_column
+DECLARE
+  -- The versions as one array of keys (length of the name, ':', name, version: one key per pair),
+  -- checked as a filter on each row: a join with unnest() let the planner hash it, which loses
+  -- the index's order, and it sorted again.
+  wanted text[] := ARRAY(SELECT pg_catalog.length(w) || ':' || w || v FROM unnest(workflows, versions) AS t(w, v));
+BEGIN
+  RETURN QUERY
+  WITH expired AS (
+    SELECT r.id FROM "chronicle".runs r
+    WHERE recover
+      AND pg_catalog.length(r.workflow) || ':' || r.workflow || r.version = ANY (wanted)
+      AND r.status = 'running' AND r.lease_until < pg_catalog.now()
+    ORDER BY r.lease_until
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+  ), runnable AS (
+    SELECT r.id FROM "chronicle".runs r
+    WHERE NOT EXISTS (SELECT 1 FROM expired)
+      AND pg_catalog.length(r.workflow) || ':' || r.workflow || r.version = ANY (wanted)
+      AND r.status IN ('pending', 'waiting') AND r.wake_at <= pg_catalog.now()
+    ORDER BY r.wake_at
+    LIMIT batch_size
+    FOR UPDATE SKIP LOCKED
+  ), due AS (
+    SELECT id FROM expired UNION ALL SELECT id FROM runnable
+  ), claimed AS (
+    UPDATE "chronicle".runs r
+    SET status = 'running',
+        lease_owner = owner_name,
+        lease_until = pg_catalog.now() + lease_ms * interval '1 millisecond',
+        lease_epoch = r.lease_epoch + 1,
+        attempts = r.attempts + 1,
+        crashes = CASE WHEN r.status = 'running' THEN r.crashes + 1 ELSE 0 END,
+        wake_at = NULL,
+        updated_at = pg_catalog.now()
+    FROM due WHERE r.id = due.id
+    RETURNING r.id, r.workflow, r.version, r.lease_epoch, r.attempts, r.crashes
+  )
+  SELECT c.id::text AS id, c.workflow, c.version, c.lease_epoch::text AS epoch, c.attempts, c.crashes,
+         coalesce((SELECT json_agg(json_build_object('seq', e.seq, 'type', e.type, 'key', e.key, 'payload', e.payload, 'at', e.at)
+                                   ORDER BY e.seq)
+                   FROM "chronicle".events e WHERE e.run_id = c.id), '[]'::json) AS events
+  FROM claimed c;
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION chronicle.prune_runs(older_than interval, batch_size integer)
  RETURNS integer
  LANGUAGE sql

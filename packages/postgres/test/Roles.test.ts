@@ -219,6 +219,7 @@ layer(SetupLive, { excludeTestServices: true, timeout: "60 seconds" })("least pr
         )
       ).pipe(Effect.provide(PgPool.layer({ connectionString: setup.adminUrl, max: 1 })))
       const expected = [
+        { object: "claim_runs()", privilege: "EXECUTE" },
         { object: "events", privilege: "INSERT" },
         { object: "events", privilege: "SELECT" },
         { object: "prune_runs()", privilege: "EXECUTE" },

@@ -8,45 +8,16 @@
  * `IN (subquery LIMIT n)`, which can lock more rows than asked. A run claimed from an expired lease
  * counts a crash; a claim from `waiting` resets the count. Leases use database time only.
  *
+ * The statement lives in the function `claim_runs` (migrations/0006_claim_function.sql), which
+ * turns bitmap scans off for itself: planned on a table whose statistics predate a burst of
+ * runs, the claim sorted every runnable run (3.5 ms at 5,000) instead of reading the first few
+ * in index order (0.13 ms).
+ *
  * @internal
  */
 export const claimRuns = (s: string) => `
-WITH expired AS (
-  SELECT r.id FROM ${s}.runs r
-  WHERE $6::boolean
-    AND (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
-    AND r.status = 'running' AND r.lease_until < now()
-  ORDER BY r.lease_until
-  LIMIT 1
-  FOR UPDATE SKIP LOCKED
-), runnable AS (
-  SELECT r.id FROM ${s}.runs r
-  WHERE NOT EXISTS (SELECT 1 FROM expired)
-    AND (r.workflow, r.version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))
-    AND r.status IN ('pending', 'waiting') AND r.wake_at <= now()
-  ORDER BY r.wake_at
-  LIMIT $1
-  FOR UPDATE SKIP LOCKED
-), due AS (
-  SELECT id FROM expired UNION ALL SELECT id FROM runnable
-), claimed AS (
-  UPDATE ${s}.runs r
-  SET status = 'running',
-      lease_owner = $4::text,
-      lease_until = now() + $5::bigint * interval '1 millisecond',
-      lease_epoch = r.lease_epoch + 1,
-      attempts = r.attempts + 1,
-      crashes = CASE WHEN r.status = 'running' THEN r.crashes + 1 ELSE 0 END,
-      wake_at = NULL,
-      updated_at = now()
-  FROM due WHERE r.id = due.id
-  RETURNING r.id, r.workflow, r.version, r.lease_epoch, r.attempts, r.crashes
-)
-SELECT c.id::text AS id, c.workflow, c.version, c.lease_epoch::text AS epoch, c.attempts, c.crashes,
-       coalesce((SELECT json_agg(json_build_object('seq', e.seq, 'type', e.type, 'key', e.key, 'payload', e.payload, 'at', e.at)
-                                 ORDER BY e.seq)
-                 FROM ${s}.events e WHERE e.run_id = c.id), '[]'::json) AS events
-FROM claimed c`
+SELECT id, workflow, version, epoch, attempts, crashes, events
+FROM ${s}.claim_runs($1::int, $2::text[], $3::text[], $4::text, $5::bigint, $6::boolean)`
 
 /** The earliest future moment a run of these versions becomes claimable. */
 export const nextWakeAt = (s: string) => `
