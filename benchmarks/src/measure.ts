@@ -38,6 +38,11 @@ export interface Throughput {
   readonly enqueuePerSecond: number
   readonly drainPerSecond: number
   readonly stepsPerSecond: number
+  /**
+   * CPU time of this process (user + system) while the worker drained, per run: the worker's cost
+   * (every engine's worker runs in this process; the enqueuers are done by then).
+   */
+  readonly cpuMsPerRun: number
   readonly enqueueMs: number
   readonly drainMs: number
 }
@@ -70,10 +75,12 @@ export const throughput = async (
     })
   )
   const t1 = performance.now()
+  const cpu = process.cpuUsage()
   await instance.startWorker()
   const t2 = performance.now()
   await withTimeout(Promise.all(Array.from({ length: runs }, (_, i) => probe.done(i))), 600_000, `${runs} runs to drain`)
   const t3 = performance.now()
+  const used = process.cpuUsage(cpu)
   await instance.stopWorker()
   const drainMs = t3 - t2
   return {
@@ -82,7 +89,8 @@ export const throughput = async (
     drainMs,
     enqueuePerSecond: runs / ((t1 - t0) / 1000),
     drainPerSecond: runs / (drainMs / 1000),
-    stepsPerSecond: (runs * stepsPerRun) / (drainMs / 1000)
+    stepsPerSecond: (runs * stepsPerRun) / (drainMs / 1000),
+    cpuMsPerRun: (used.user + used.system) / 1000 / runs
   }
 }
 

@@ -104,6 +104,25 @@ export const renderTables = (r: Results, options: { readonly chart?: string; rea
       errCell(W.W2[n], cell(W.W2[n]?.summary["stepsPerSecond"]))
     ])
   ))
+  const cpu = thr.filter((n) => W.W1[n]?.summary["cpuMsPerRun"] || W.W2[n]?.summary["cpuMsPerRun"])
+  if (cpu.length > 0) {
+    out.push(
+      "Worker CPU per run: the benchmark process's CPU time (user + system) while the worker drained, divided by the runs. " +
+        "Every engine's worker runs in that process, so this is what one run costs a worker's CPU; the database's CPU is not in it."
+    )
+    out.push(table(
+      ["Engine", "W1 CPU per run (ms)", "W2 CPU per run (ms)", "W2 CPU per step (ms)"],
+      cpu.map((n) => {
+        const w2 = W.W2[n]?.summary["cpuMsPerRun"]
+        return [
+          n,
+          errCell(W.W1[n], cell(W.W1[n]?.summary["cpuMsPerRun"])),
+          W.W2[n] ? errCell(W.W2[n], cell(w2)) : "n/a (jobs only)",
+          W.W2[n] && w2 ? errCell(W.W2[n], cell({ ...w2, median: w2.median / 3, min: w2.min / 3, max: w2.max / 3 })) : "–"
+        ]
+      })
+    ))
+  }
   if (r.baseline?.summary) {
     out.push(`Baseline: ${cell(r.baseline.summary)} single-row INSERT commits/s from Node at ${r.baseline.clients} clients ` +
       `on the same server (${r.baseline.seconds} s per repetition), the ceiling for anything that commits once per run.`)

@@ -249,6 +249,7 @@ const measureOnce = (engine: Engine, w: Workload, runs: number): Promise<Measure
             enqueuePerSecond: t.enqueuePerSecond,
             drainPerSecond: t.drainPerSecond,
             stepsPerSecond: t.stepsPerSecond,
+            cpuMsPerRun: t.cpuMsPerRun,
             enqueueSeconds: t.enqueueMs / 1000,
             drainSeconds: t.drainMs / 1000,
             stepsSeen: recorder.steps,
