@@ -16,7 +16,7 @@ import * as Append from "./internal/sql/appendEvents.js"
 import * as Claim from "./internal/sql/claimRuns.js"
 import { releaseRun } from "./internal/sql/releaseRun.js"
 import * as Send from "./internal/sql/sendEvent.js"
-import { startRun } from "./internal/sql/startRun.js"
+import * as Start from "./internal/sql/startRun.js"
 import type * as PgError from "./PgError.js"
 import * as PgErrorModule from "./PgError.js"
 import * as PgListener from "./PgListener.js"
@@ -160,6 +160,32 @@ const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
   events.map((e) => JSON.stringify(e.payload))
 ]
 
+const startParams = (params: Store.StartParams): Array<unknown> => [
+  params.runId,
+  params.workflow,
+  params.version,
+  JSON.stringify(params.input),
+  params.idempotencyKey ?? null,
+  params.parentId ?? null,
+  params.tags,
+  params.startAt ?? null,
+  JSON.stringify(params.started.payload)
+]
+
+const startResult = (params: Store.StartParams) =>
+([row]: ReadonlyArray<{ readonly id: string; readonly created: boolean; readonly same_input: boolean }>): Effect.Effect<
+  { readonly runId: string; readonly created: boolean },
+  Store.StoreError | Store.InputMismatch
+> => {
+  if (row === undefined) return Effect.fail(new Store.StoreError({ op: "start", message: "start returned no row", retryable: true }))
+  if (!row.created && !row.same_input) {
+    return Effect.fail(
+      new Store.InputMismatch({ workflow: params.workflow, idempotencyKey: params.idempotencyKey ?? "", runId: row.id })
+    )
+  }
+  return Effect.succeed({ runId: row.id, created: row.created })
+}
+
 /**
  * The statement that starts a run, for callers that run it on their own connection inside their
  * own transaction (`PgClient.startIn`): the run exists if and only if that
@@ -173,30 +199,11 @@ export const startOn = (
   schema: string,
   params: Store.StartParams
 ): Effect.Effect<{ readonly runId: string; readonly created: boolean }, Store.StoreError | Store.InputMismatch> =>
-  on.query<{ id: string; created: boolean; same_input: boolean }>(startRun(SchemaName.quote(schema)), [
-    params.runId,
-    params.workflow,
-    params.version,
-    JSON.stringify(params.input),
-    params.idempotencyKey ?? null,
-    params.parentId ?? null,
-    params.tags,
-    params.startAt ?? null,
-    JSON.stringify(params.started.payload),
+  on.query<{ id: string; created: boolean; same_input: boolean }>(Start.startRun(SchemaName.quote(schema)), [
+    ...startParams(params),
     channels(schema).wake,
     channels(schema).log
-  ]).pipe(
-    Effect.mapError(storeError("start")),
-    Effect.flatMap(([row]): Effect.Effect<{ readonly runId: string; readonly created: boolean }, Store.StoreError | Store.InputMismatch> => {
-      if (row === undefined) return Effect.fail(new Store.StoreError({ op: "start", message: "start returned no row", retryable: true }))
-      if (!row.created && !row.same_input) {
-        return Effect.fail(
-          new Store.InputMismatch({ workflow: params.workflow, idempotencyKey: params.idempotencyKey ?? "", runId: row.id })
-        )
-      }
-      return Effect.succeed({ runId: row.id, created: row.created })
-    })
-  )
+  ]).pipe(Effect.mapError(storeError("start")), Effect.flatMap(startResult(params)))
 
 /**
  * The Store on a pool and a listener.
@@ -233,7 +240,8 @@ export const make = (options: Options = {}): Effect.Effect<
       lock: Send.lock(s),
       signalState: Send.signalState(s),
       sendAppend: Send.append(s),
-      get: `SELECT ${RUN_COLUMNS} FROM ${s}.runs WHERE id = $1::uuid`
+      get: `SELECT ${RUN_COLUMNS} FROM ${s}.runs WHERE id = $1::uuid`,
+      start: Start.startRunQuietly(s)
     }
 
     // Database time without a round trip: the offset of the database clock from ours, measured
@@ -451,11 +459,57 @@ export const make = (options: Options = {}): Effect.Effect<
         return yield* Deferred.await(deferred)
       })
 
+    // ---- NOTIFY after a commit ----------------------------------------------------------------
+    // A start commits without NOTIFY (see startRun.ts), then waits for its wake-up to be sent by a
+    // statement shared with the starts that came meanwhile, so a started run is announced when
+    // `start` returns, as it was when the NOTIFY went with the insert.
+    type Notice = readonly [channel: string, payload: string]
+    const notices: Array<{ readonly pairs: ReadonlyArray<Notice>; readonly sent: Deferred.Deferred<void> }> = []
+    let notifying = false
+    let startsInFlight = 0
+    const sendNotices: Effect.Effect<void> = Effect.gen(function*() {
+      while (notices.length > 0) {
+        const batch = notices.splice(0, 500)
+        const pairs = batch.flatMap((n) => n.pairs)
+        // A wake-up that cannot be sent is made up for by the workers' polling: the start stands.
+        yield* pool.query(Start.notifyQuickly, [pairs.map(([c]) => c), pairs.map(([, p]) => p)]).pipe(Effect.ignore)
+        for (const n of batch) yield* Deferred.succeed(n.sent, undefined)
+      }
+      notifying = false
+    })
+    const notifyAfterCommit = (pairs: ReadonlyArray<Notice>) =>
+      Effect.gen(function*() {
+        const sent = yield* Deferred.make<void>()
+        notices.push({ pairs, sent })
+        if (!notifying) {
+          notifying = true
+          yield* Effect.forkDaemon(sendNotices)
+        }
+        yield* Deferred.await(sent)
+      })
+
     const service: Store.StoreService = {
       limits: { ...Json.defaultLimits, ...options.limits },
       now,
 
-      start: (params) => startOn(pool, schema, params),
+      // A start alone NOTIFYs in its own transaction, the quickest way to the workers; starts
+      // that overlap commit quietly and share the NOTIFY after (see startRun.ts).
+      start: (params) =>
+        Effect.suspend(() => {
+          startsInFlight++
+          const started = startsInFlight === 1
+            ? startOn(pool, schema, params)
+            : pool.query<{ id: string; created: boolean; same_input: boolean; due: boolean }>(sql.start, startParams(params)).pipe(
+              Effect.mapError(storeError("start")),
+              Effect.tap(([row]) =>
+                row?.created === true
+                  ? notifyAfterCommit(row.due ? [[channel.wake, row.id], [channel.log, row.id]] : [[channel.log, row.id]])
+                  : Effect.void
+              ),
+              Effect.flatMap(startResult(params))
+            )
+          return Effect.ensuring(started, Effect.sync(() => startsInFlight--))
+        }),
 
       claim: ({ leaseMs, limit, owner, recover, workflows }) =>
         pool.query<{

@@ -6,7 +6,7 @@ import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Schema, Stream } from "effect"
 import { Client, Store, Worker, Workflow } from "@chronicle/core"
-import { PgClient, PgPool } from "@chronicle/postgres"
+import { PgClient, PgPool, PgStore } from "@chronicle/postgres"
 import pg from "pg"
 import { ledgerDdl, Ledgered } from "./fixtures/workflows.js"
 import { withEngine } from "./helpers.js"
@@ -195,6 +195,38 @@ describe("faults", () => {
 })
 
 describe("wake-ups", () => {
+  it.scopedLive("overlapping starts, which NOTIFY after their commit, announce every run they start", () =>
+    withEngine((url) =>
+      Effect.gen(function*() {
+        // A start alone NOTIFYs in its transaction; overlapping ones commit without it and share
+        // a NOTIFY afterwards. Either way every new run reaches the wake and log channels.
+        const heard = { wake: new Set<string>(), log: new Set<string>() }
+        const listener = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+        listener.on("notification", (n) => {
+          if (n.channel === PgStore.channels("chronicle").wake) heard.wake.add(n.payload ?? "")
+          if (n.channel === PgStore.channels("chronicle").log) heard.log.add(n.payload ?? "")
+        })
+        yield* Effect.promise(() => listener.query("LISTEN chronicle_wake; LISTEN chronicle_log"))
+        const started = yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) => Client.start(Quick, i), {
+          concurrency: 20
+        })
+        const ids = started.map((r) => r.runId)
+        const all = (set: Set<string>) => ids.every((id) => set.has(id))
+        for (let i = 0; i < 100 && !(all(heard.wake) && all(heard.log)); i++) yield* Effect.sleep("20 millis")
+        assert.deepStrictEqual(ids.filter((id) => !heard.wake.has(id)), [])
+        assert.deepStrictEqual(ids.filter((id) => !heard.log.has(id)), [])
+        // A run started for later is in the log at once, and not runnable yet: no wake-up for it.
+        const later = yield* Effect.forEach([1, 2, 3], (i) => Client.start(Quick, i, { startAt: new Date(Date.now() + 60_000) }), {
+          concurrency: 3
+        })
+        yield* Effect.sleep("300 millis")
+        for (const { runId } of later) {
+          assert.isTrue(heard.log.has(runId))
+          assert.isFalse(heard.wake.has(runId))
+        }
+      })), 30_000)
+
   it.scopedLive("the poll keeps runs moving while the LISTEN connection is being killed", () =>
     withEngine(() =>
       Effect.gen(function*() {

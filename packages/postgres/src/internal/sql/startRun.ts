@@ -2,11 +2,18 @@
  * Starting a run: one statement inserts the run and its first event, or finds the run of the same
  * idempotency key. `ON CONFLICT ... DO UPDATE` (a no-op write) rather than `DO NOTHING`, so that the
  * existing row is returned even when another transaction inserted it after this statement's
- * snapshot; `xmax = 0` tells a fresh insert from a found row. The NOTIFY is sent at commit.
+ * snapshot; `xmax = 0` tells a fresh insert from a found row.
+ *
+ * Two forms. Inside a caller's own transaction (`PgClient.startIn`) the NOTIFY goes with it, sent
+ * at its commit: the run exists, and workers hear of it, only if that transaction commits. The
+ * store's own start notifies after its commit instead (`notifyAfter`): a transaction that NOTIFYs
+ * holds a cluster-wide lock from its commit until the end of its WAL flush, so starts that NOTIFY
+ * commit one at a time. Measured with 10 callers on this machine's PostgreSQL 15: 2,400–3,200
+ * starts/s with the NOTIFY inside, 5,200–6,100 without.
  *
  * @internal
  */
-export const startRun = (s: string) => `
+const insert = (s: string) => `
 WITH up AS (
   INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq)
   VALUES ($1::uuid, $2::text, $3::text, 'pending', $4::jsonb, $5::text, $6::uuid, $7::text[], coalesce($8::timestamptz, now()), 1)
@@ -16,8 +23,25 @@ WITH up AS (
 ), first_event AS (
   INSERT INTO ${s}.events (run_id, seq, type, key, payload)
   SELECT id, 1, 'RunStarted', NULL, $9::jsonb FROM up WHERE created
-)
+)`
+
+/** The start that NOTIFYs at its transaction's commit ($10: the wake channel, $11: the log channel). */
+export const startRun = (s: string) => `${insert(s)}
 SELECT id::text AS id, created, input = $4::jsonb AS same_input,
        CASE WHEN created AND wake_at <= now() THEN pg_notify($10::text, id::text) END AS notified,
        CASE WHEN created THEN pg_notify($11::text, id::text) END AS logged
 FROM up`
+
+/** The start that leaves the NOTIFY to the caller, after the commit; `due`: runnable now. */
+export const startRunQuietly = (s: string) => `${insert(s)}
+SELECT id::text AS id, created, input = $4::jsonb AS same_input, created AND wake_at <= now() AS due
+FROM up`
+
+/**
+ * NOTIFYs (channel, payload) pairs in a transaction of their own whose commit does not wait for
+ * its WAL flush: a wake-up is a hint (a lost one is made up by polling), and the cluster-wide
+ * NOTIFY lock is then held for microseconds rather than for a flush.
+ */
+export const notifyQuickly = `
+SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
+       (SELECT count(pg_notify(channel, payload)) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)) AS sent`
