@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, FiberRef, ParseResult, Schema, SchemaAST } from "effect"
+import { Effect, Either, FiberRef, ParseResult, Schema, SchemaAST } from "effect"
 
 /**
  * A JSON value as stored.
@@ -171,9 +171,31 @@ export const check = (value: unknown): { readonly path: string; readonly reason:
 const parseIssue = (error: ParseResult.ParseError): string =>
   ParseResult.TreeFormatter.formatErrorSync(error).replaceAll("\n", " ")
 
+/** The checks on an encoded value, and its JSON round trip; the decode back is the caller's. */
+const toJson = (encoded: unknown, limit: number, what: string): Either.Either<Json, NotSerializable> => {
+  // A top-level undefined (Schema.Void, Schema.Undefined) is stored as null; see `decodeStored`.
+  const bad = encoded === undefined ? undefined : check(encoded)
+  if (bad) return Either.left(new NotSerializable({ what, ...bad }))
+  const text = encoded === undefined ? "null" : JSON.stringify(encoded)
+  if (text.length > limit / 3 && byteLength(text) > limit) {
+    return Either.left(
+      new NotSerializable({
+        what,
+        path: "$",
+        reason: `it is ${byteLength(text)} bytes of JSON, over the configured limit of ${limit} bytes`
+      })
+    )
+  }
+  return Either.right(JSON.parse(text) as Json)
+}
+
 /**
  * Encodes `value` with `schema` to stored JSON, proving it decodes back. Fails with
  * `NotSerializable` otherwise.
+ *
+ * Most Schemas encode and decode synchronously, and then this runs as plain code (a step's
+ * outcome and a run's output go through it every time); a Schema with effectful transformations,
+ * and any failure, take the general path, which also words the error.
  *
  * @since 0.1.0
  * @category codec
@@ -183,23 +205,26 @@ export const encode = <A, I, R>(
   value: A,
   what: string
 ): Effect.Effect<Json, NotSerializable, R> =>
+  Effect.withFiberRuntime((fiber) => {
+    const sync = schema as Schema.Schema<A, I, never>
+    const encoded = ParseResult.encodeUnknownEither(sync)(value)
+    if (Either.isRight(encoded)) {
+      const json = toJson(encoded.right, fiber.getFiberRef(maxBytes), what)
+      if (Either.isRight(json) && Either.isRight(decodeStoredEither(sync, json.right))) return Effect.succeed(json.right)
+    }
+    return encodeEffect(schema, value, what)
+  })
+
+const encodeEffect = <A, I, R>(
+  schema: Schema.Schema<A, I, R>,
+  value: A,
+  what: string
+): Effect.Effect<Json, NotSerializable, R> =>
   Effect.gen(function*() {
     const encoded = yield* Schema.encode(schema)(value).pipe(
       Effect.mapError((e) => new NotSerializable({ what, path: "$", reason: `its Schema refused it: ${parseIssue(e)}` }))
     )
-    // A top-level undefined (Schema.Void, Schema.Undefined) is stored as null; see `decodeStored`.
-    const bad = encoded === undefined ? undefined : check(encoded)
-    if (bad) return yield* new NotSerializable({ what, ...bad })
-    const text = encoded === undefined ? "null" : JSON.stringify(encoded)
-    const limit = yield* FiberRef.get(maxBytes)
-    if (text.length > limit / 3 && byteLength(text) > limit) {
-      return yield* new NotSerializable({
-        what,
-        path: "$",
-        reason: `it is ${byteLength(text)} bytes of JSON, over the configured limit of ${limit} bytes`
-      })
-    }
-    const json = JSON.parse(text) as Json
+    const json = yield* toJson(encoded, yield* FiberRef.get(maxBytes), what)
     // The round trip: what a later read will see must decode with the same Schema.
     yield* decodeStored(schema, json).pipe(
       Effect.mapError((e) =>
@@ -217,6 +242,14 @@ const decodeStored = <A, I, R>(schema: Schema.Schema<A, I, R>, json: unknown): E
       : Schema.decodeUnknown(schema)(null).pipe(Effect.orElse(() => Schema.decodeUnknown(schema)(undefined)))
     : Schema.decodeUnknown(schema)(json)
 
+/** `decodeStored` for Schemas that decode synchronously (a Left for any other). */
+const decodeStoredEither = <A, I>(schema: Schema.Schema<A, I, never>, json: unknown): Either.Either<A, ParseResult.ParseIssue> => {
+  if (json !== null) return ParseResult.decodeUnknownEither(schema)(json)
+  if (SchemaAST.isVoidKeyword(schema.ast)) return ParseResult.decodeUnknownEither(schema)(undefined)
+  const asNull = ParseResult.decodeUnknownEither(schema)(null)
+  return Either.isRight(asNull) ? asNull : ParseResult.decodeUnknownEither(schema)(undefined)
+}
+
 /**
  * Decodes stored JSON with `schema`. A failure here means the stored value no longer matches the
  * code's Schema (a changed Schema, or an edited row).
@@ -228,12 +261,15 @@ export const decode = <A, I, R>(
   schema: Schema.Schema<A, I, R>,
   json: unknown,
   what: string
-): Effect.Effect<A, NotSerializable, R> =>
-  decodeStored(schema, json).pipe(
+): Effect.Effect<A, NotSerializable, R> => {
+  const sync = decodeStoredEither(schema as Schema.Schema<A, I, never>, json)
+  if (Either.isRight(sync)) return Effect.succeed(sync.right)
+  return decodeStored(schema, json).pipe(
     Effect.mapError((e) =>
       new NotSerializable({ what, path: "$", reason: `the stored value does not match its Schema: ${parseIssue(e)}`, operation: "read" })
     )
   )
+}
 
 /**
  * Stored JSON to text, as it goes into a `jsonb` parameter.

@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Exit, Option, Schema } from "effect"
+import { Context, Duration, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
 import type { AttemptOutcome, StepSpec } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Json from "./Json.js"
@@ -272,7 +272,12 @@ export const run: {
     const key = execution.key(name)
     const spec = makeSpec(key, name, options, context)
     const exitJson = yield* execution.step(spec)
-    const exit = yield* Schema.decodeUnknown(exitSchema(options.success, options.error))(exitJson).pipe(
+    const codec = exitSchema(options.success, options.error)
+    // Synchronously when the Schemas allow it (the common case); otherwise, and to word a failure,
+    // as an Effect.
+    const fast = ParseResult.decodeUnknownEither(codec as Schema.Schema<Exit.Exit<A, E | StepError>, unknown, never>)(exitJson)
+    if (Either.isRight(fast)) return yield* fast.right
+    const exit = yield* Schema.decodeUnknown(codec)(exitJson).pipe(
       // The log holds an outcome the step's Schemas no longer read: the code changed under the run.
       Effect.catchAll((e) =>
         execution.incompatible(key, `the recorded outcome of step ${JSON.stringify(name)}`, `no longer decodes with its Schemas (${e.message.split("\n")[0]})`)

@@ -1,7 +1,7 @@
 // The codec every persisted value goes through: what it refuses (and says where and why), and what
 // it carries through a JSON (jsonb) round trip unchanged.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, FastCheck as fc, Schema } from "effect"
+import { Effect, FastCheck as fc, ParseResult, Schema } from "effect"
 import { Json } from "@chronicle/core"
 
 const WHAT = "step \"charge#1\" result"
@@ -191,6 +191,26 @@ describe("Json round-trips what JSON can carry", () => {
     Effect.gen(function*() {
       const { back } = yield* roundTrip(Schema.Void, undefined)
       assert.strictEqual(back, undefined)
+    }))
+
+  // The codec runs synchronously when the Schema lets it; a Schema whose transformations are
+  // effects (here, asynchronous ones) takes the general path, in both directions.
+  it.live("a Schema with asynchronous transformations", () =>
+    Effect.gen(function*() {
+      const Slow = Schema.transformOrFail(Schema.String, Schema.Number, {
+        strict: true,
+        decode: (s) => Effect.as(Effect.sleep("1 millis"), Number(s)),
+        encode: (n) => Effect.as(Effect.sleep("1 millis"), String(n))
+      })
+      assert.strictEqual(yield* Json.encode(Slow, 42, WHAT), "42")
+      assert.strictEqual(yield* Json.decode(Slow, "42", WHAT), 42)
+      const refusedSlow = Schema.transformOrFail(Schema.String, Schema.Number, {
+        strict: true,
+        decode: (s, _, ast) => Effect.zipRight(Effect.sleep("1 millis"), ParseResult.fail(new ParseResult.Type(ast, s, "no"))),
+        encode: (n) => Effect.as(Effect.sleep("1 millis"), String(n))
+      })
+      const error = yield* Effect.flip(Json.encode(refusedSlow, 1, WHAT))
+      assert.include(error.message, "does not decode after a JSON round trip")
     }))
 })
 
