@@ -23,8 +23,7 @@
  *
  * @since 0.1.0
  */
-import type { Context } from "effect"
-import { Cause, Duration, Effect, Either, Exit, Fiber, Option, Schema, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Option, Schema, Stream } from "effect"
 import type { AttemptOutcome, ExecutionService } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
@@ -98,6 +97,11 @@ export interface Options {
    * CPU and no connection while it waits.
    */
   readonly onMemoryWait?: (waiting: boolean) => void
+  /**
+   * Told when the execution starts waiting for one of its writes with no step attempt running
+   * (true), and when the write is done (false): like a wait in memory, it uses no CPU meanwhile.
+   */
+  readonly onWriteWait?: (waiting: boolean) => void
   /** Told after each append this execution wrote: the run got past where it was. */
   readonly onAppended?: () => void
 }
@@ -276,6 +280,8 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       Effect.suspend(() => {
         const seen = ahead.length
         const written = [...ahead, ...events]
+        const idle = options.onWriteWait !== undefined && !attemptRunning()
+        if (idle) options.onWriteWait!(true)
         return store.append({
           runId: claimed.runId,
           epoch: claimed.epoch,
@@ -303,7 +309,8 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
                 moved = true
                 outcomes.unshift(...events.filter((e) => e._tag === "StepCompleted" || e._tag === "StepFailed"))
               })
-          })
+          }),
+          idle ? Effect.ensuring(Effect.sync(() => options.onWriteWait!(false))) : (self) => self
         )
       })
 
@@ -328,8 +335,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
 
     const fork = (effect: Effect.Effect<unknown, unknown, Execution>) =>
       Effect.forkDaemon(
-        Effect.provideService(effect, Execution, execution).pipe(
-          Effect.provide(options.context),
+        Effect.provide(effect, Context.add(options.context, Execution, execution)).pipe(
           Effect.onExit((exit) =>
             Effect.sync(() => {
               programExit = exit

@@ -36,7 +36,11 @@ import * as Workflow from "./Workflow.js"
  */
 export interface Options<W extends Workflow.Any> {
   readonly workflows: ReadonlyArray<W>
-  /** Runs executed at once. Default 10. */
+  /**
+   * Runs executed at once. Default 10. A run waiting in memory for a due time (see
+   * `inMemoryWait`), or waiting for its write with no step running, does not count: it uses no CPU
+   * meanwhile. The worker still holds at most twice this many runs that are not waiting in memory.
+   */
   readonly concurrency?: number
   /** How long a claim is held without a heartbeat. Default 30 seconds. */
   readonly leaseDuration?: Duration.DurationInput
@@ -129,6 +133,11 @@ export const make = <W extends Workflow.Any>(
     // With ten times `concurrency`, 500 runs sleeping 2 s woke in waves of 100 (W4 p99 8 s); a
     // waiting execution costs tens of kilobytes, so a hundred times is still cheap.
     let memoryWaiting = 0
+    // Executions waiting for their write (an append) with no step running do not count either, so
+    // the next runs execute while the last ones are written: without this a worker went in waves
+    // (claim 10, run 10, write 10), idle for a third of the time during W1. They still count
+    // against twice `concurrency`.
+    let writeWaiting = 0
     const maxHeld = concurrency * 100
     const capacity = yield* Queue.sliding<void>(1)
 
@@ -214,6 +223,10 @@ export const make = <W extends Workflow.Any>(
           ...(onAppended === undefined ? {} : { onAppended }),
           onMemoryWait: (waiting) => {
             memoryWaiting += waiting ? 1 : -1
+            if (waiting) Queue.unsafeOffer(capacity, undefined)
+          },
+          onWriteWait: (waiting) => {
+            writeWaiting += waiting ? 1 : -1
             if (waiting) Queue.unsafeOffer(capacity, undefined)
           }
         }))
@@ -315,7 +328,11 @@ export const make = <W extends Workflow.Any>(
           const idle = inFlight === 0
           const free = alone || (recoverDue && !idle)
             ? 0
-            : Math.min(concurrency - (inFlight - memoryWaiting), maxHeld - inFlight)
+            : Math.min(
+              concurrency - (inFlight - memoryWaiting - writeWaiting),
+              2 * concurrency - (inFlight - memoryWaiting),
+              maxHeld - inFlight
+            )
           if (free > 0 && !stopping) {
             const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions, recover: idle }).pipe(
               Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
