@@ -86,6 +86,12 @@ export interface Options {
    */
   readonly stopping?: () => boolean
   /**
+   * Asked at every step of the driver: once true (the worker's heartbeat found the lease gone), the
+   * execution stops its workflow and attempts and ends as LeaseLost, writing nothing more. Call a
+   * hint listener to have it look at once.
+   */
+  readonly leaseLost?: () => boolean
+  /**
    * Hints that the run has new events, from a subscription the caller shares among its
    * executions: the execution registers a listener, and removes it (the returned function) when
    * it ends. Without it the execution subscribes to the store's changes itself.
@@ -445,7 +451,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         memoryWaiting = false
         options.onMemoryWait?.(false)
       }
-      if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
+      if (leaseLost || options.leaseLost?.()) return Option.some({ _tag: "LeaseLost" } as const)
       // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
       // that very write) need no read.
       if (hinted && phase._tag !== "Finishing") {

@@ -22,7 +22,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Exit, Fiber, Layer, Option, Queue, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Fiber, Layer, Option, Queue, Stream } from "effect"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
 import * as Interpreter from "./Interpreter.js"
@@ -93,7 +93,9 @@ const versionKey = (name: string, version: string) => `${name}\u0000${version}`
 
 interface Held {
   readonly claimed: StoreModule.Claimed
-  fiber: Fiber.RuntimeFiber<Interpreter.Result, StoreModule.StoreError> | undefined
+  /** The fiber executing the run (its waiter's: the execution runs in it). */
+  fiber: Fiber.RuntimeFiber<unknown, unknown> | undefined
+  /** The heartbeat found the lease gone: the execution stops at its next step, as LeaseLost. */
   lost: boolean
   /** Hears hints that the run has new events (a signal, a cancel), routed from the worker's one subscription. */
   hint: (() => void) | undefined
@@ -183,7 +185,7 @@ export const make = <W extends Workflow.Any>(
           const entry = held.get(id)
           if (entry === undefined || kept.has(id)) continue
           entry.lost = true
-          if (entry.fiber) yield* Fiber.interruptFork(entry.fiber)
+          entry.hint?.()
         }
       }
     })
@@ -207,39 +209,35 @@ export const make = <W extends Workflow.Any>(
         }
         const entry: Held = { claimed, fiber: undefined, lost: false, hint: undefined }
         held.set(claimed.runId, entry)
-        entry.fiber = yield* Effect.forkDaemon(Interpreter.execute({
-          store,
-          claimed,
-          workflow,
-          context,
-          inMemoryWait,
-          stopping: () => stopping,
-          hints: (listener) => {
-            entry.hint = listener
-            return () => {
-              entry.hint = undefined
+        // The execution runs in this fiber (a fiber of its own, forked and awaited, cost more than
+        // a tenth of a one-step run's CPU); interrupting it stops the execution.
+        const result = yield* Effect.withFiberRuntime<Interpreter.Result, StoreModule.StoreError>((fiber) => {
+          entry.fiber = fiber
+          return Interpreter.execute({
+            store,
+            claimed,
+            workflow,
+            context,
+            inMemoryWait,
+            stopping: () => stopping,
+            leaseLost: () => entry.lost,
+            hints: (listener) => {
+              entry.hint = listener
+              return () => {
+                entry.hint = undefined
+              }
+            },
+            ...(onAppended === undefined ? {} : { onAppended }),
+            onMemoryWait: (waiting) => {
+              memoryWaiting += waiting ? 1 : -1
+              if (waiting) Queue.unsafeOffer(capacity, undefined)
+            },
+            onWriteWait: (waiting) => {
+              writeWaiting += waiting ? 1 : -1
+              if (waiting) Queue.unsafeOffer(capacity, undefined)
             }
-          },
-          ...(onAppended === undefined ? {} : { onAppended }),
-          onMemoryWait: (waiting) => {
-            memoryWaiting += waiting ? 1 : -1
-            if (waiting) Queue.unsafeOffer(capacity, undefined)
-          },
-          onWriteWait: (waiting) => {
-            writeWaiting += waiting ? 1 : -1
-            if (waiting) Queue.unsafeOffer(capacity, undefined)
-          }
-        }))
-        const fiber = entry.fiber
-        const exit = yield* Fiber.await(fiber).pipe(
-          // Whoever waits for the execution owns it: interrupting the wait (a test "crashing" a
-          // worker, a caller giving up) stops the execution too.
-          Effect.onInterrupt(() => Fiber.interrupt(fiber)),
-          Effect.ensuring(Effect.sync(() => held.delete(claimed.runId)))
-        )
-        const result: Interpreter.Result = Exit.isFailure(exit) && entry.lost && Exit.isInterrupted(exit)
-          ? { _tag: "LeaseLost" }
-          : yield* exit
+          })
+        }).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
         return { runId: claimed.runId, result }
       })
 
