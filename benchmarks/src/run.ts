@@ -1,7 +1,7 @@
 /**
  * The benchmark: Chronicle and its peers, one Postgres, one run.
  *
- *   npm run bench                 # node --conditions=source --import tsx benchmarks/src/run.ts
+ *   npm run bench                 # tsc -b, then node --import tsx benchmarks/src/run.ts
  *   npm run bench -- --reps 3 --scale 1 --only chronicle,graphile-worker --out benchmarks/results
  *   npm run bench:smoke           # --scale 0.05 --reps 1
  *

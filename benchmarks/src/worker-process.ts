@@ -7,6 +7,8 @@ import { join } from "node:path"
 import type { Reply, Request } from "./w5-worker.js"
 import { root, withTimeout } from "./util.js"
 
+const fromSource = process.env["VITEST"] !== undefined || process.execArgv.includes("--conditions=source")
+
 export class WorkerProcess {
   private readonly pending: Array<{ resolve: (r: Reply) => void; reject: (e: Error) => void }> = []
   private exited = false
@@ -33,7 +35,9 @@ export class WorkerProcess {
   static async spawn(): Promise<WorkerProcess> {
     const child = fork(join(root, "benchmarks/src/w5-worker.ts"), ["--child"], {
       cwd: root,
-      execArgv: ["--conditions=source", "--import", "tsx", "--expose-gc"],
+      // Chronicle as the parent loads it: compiled (`npm run bench`, as users run it), or from its
+      // TypeScript sources (under vitest, or `--conditions=source`).
+      execArgv: [...(fromSource ? ["--conditions=source"] : []), "--import", "tsx", "--expose-gc"],
       stdio: ["ignore", "inherit", "inherit", "ipc"]
     })
     const ready = new Promise<void>((resolve, reject) => {
