@@ -181,7 +181,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           corrupt = logged.left
           return
         }
-        const next = RunState.evolve(state, logged.right)
+        const next = RunState.evolveOwned(state, logged.right)
         if (Either.isLeft(next)) {
           corrupt = next.left
           return

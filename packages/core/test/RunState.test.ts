@@ -235,6 +235,39 @@ describe("RunState properties", () => {
     const result = RunState.fold([...log, { ...again, seq }])
     assert.isTrue(Either.isLeft(result) && result.left.seq === seq)
   })
+
+  // fold (and an execution) keep only the newest state, so they update its collections in place.
+  it.prop("evolveOwned folds every prefix to what the copying evolve gives", { log: ValidLog }, ({ log }) => {
+    let copied: RunState.RunState | undefined
+    let owned: RunState.RunState | undefined
+    for (const logged of log) {
+      copied = Either.getOrThrow(RunState.evolve(copied, logged))
+      owned = Either.getOrThrow(RunState.evolveOwned(owned, logged))
+      same(owned, copied)
+    }
+  })
+
+  it.prop("an invalid event leaves the owned state as it was", { log: ValidLog }, ({ log }) => {
+    const state = foldOk(log)
+    const before = plain(state)
+    const seq = state.seq + 1
+    // A new key whose event cannot be valid, and a second RunStarted.
+    for (const event of [{ _tag: "TimerFired", key: "never-scheduled" }, log[0]!.event] as Array<Event>) {
+      assert.isTrue(Either.isLeft(RunState.evolveOwned(state, { seq, at: new Date(), event })))
+      assert.deepStrictEqual(plain(state), before)
+    }
+  })
+
+  it("a log of 20,000 steps folds in linear time", () => {
+    // Copying each map per event made this fold take about a minute (1.8 s for 5,000 steps).
+    const events: Array<Event> = [{ _tag: "RunStarted", workflow: "w", version: "1", input: null, tags: [] }]
+    for (let i = 0; i < 20_000; i++) {
+      events.push({ _tag: "StepCompleted", key: `s#${i}`, name: "s", attempt: 1, exit: { _tag: "Success", value: i } })
+    }
+    const state = foldOk(logOf(events))
+    assert.strictEqual(state.steps.size, 20_000)
+    assert.strictEqual(state.keys.size, 20_000)
+  }, 10_000)
 })
 
 const rejects = (log: ReadonlyArray<Logged>, seq: number, reason: string) => {
