@@ -108,6 +108,11 @@ export interface Options {
    * (true), and when the write is done (false): like a wait in memory, it uses no CPU meanwhile.
    */
   readonly onWriteWait?: (waiting: boolean) => void
+  /**
+   * Wraps each step attempt (its body and the encoding of its outcome), in the attempt's own
+   * fiber: a worker caps the attempts running at once across its executions with it.
+   */
+  readonly attemptSlot?: <A>(attempt: Effect.Effect<A>) => Effect.Effect<A>
   /** Told after each append this execution wrote: the run got past where it was. */
   readonly onAppended?: () => void
 }
@@ -405,7 +410,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         req.status = "running"
         const attempt = req.attempt + 1
         req.fiber = yield* Effect.forkDaemon(
-          req.spec.attempt(attempt).pipe(
+          (options.attemptSlot === undefined ? req.spec.attempt(attempt) : options.attemptSlot(req.spec.attempt(attempt))).pipe(
             Effect.flatMap((outcome: AttemptOutcome) =>
               Effect.gen(function*() {
                 Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })

@@ -1,20 +1,21 @@
 // A run waiting for its write, with no step running, does not hold one of the worker's
-// `concurrency` slots (the next run executes meanwhile), and the worker still holds at most twice
-// `concurrency` such runs.
+// `concurrency` slots (the next run executes meanwhile); the worker still holds at most three times
+// `concurrency` such runs, and step bodies never run more than `concurrency` at once.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Schema } from "effect"
 import { Client, MemoryStore, Step, Store, Worker, Workflow } from "@chronicle/core"
 
 const WRITE_MS = 400
 
-/** A memory store whose appends take WRITE_MS, as a write to a distant database would. */
-const slowWrites = Layer.effect(
-  Store.Store,
-  Effect.map(MemoryStore.make, (store): Store.StoreService => ({
-    ...store,
-    append: (params) => Effect.zipRight(Effect.sleep(WRITE_MS), store.append(params))
-  }))
-)
+/** A memory store whose appends take `ms`, as a write to a distant database would. */
+const slowWrites = (ms: number) =>
+  Layer.effect(
+    Store.Store,
+    Effect.map(MemoryStore.make, (store): Store.StoreService => ({
+      ...store,
+      append: (params) => Effect.zipRight(Effect.sleep(ms), store.append(params))
+    }))
+  )
 
 const bodies: Array<{ readonly n: number; readonly at: number }> = []
 const OneStep = Workflow.make(
@@ -23,19 +24,40 @@ const OneStep = Workflow.make(
 )
 
 describe("runs waiting for their write", () => {
-  it.live("free their slot for the next run, up to twice `concurrency` held", () =>
+  it.live("free their slot for the next run, up to three times `concurrency` held", () =>
     Effect.gen(function*() {
       bodies.length = 0
-      const runs = yield* Effect.forEach([1, 2, 3], (n) => Client.start(OneStep, { n }))
+      const runs = yield* Effect.forEach([1, 2, 3, 4], (n) => Client.start(OneStep, { n }))
       const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval: "50 millis" })
       const worker = yield* Effect.fork(w.run())
       for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(OneStep, runId), i + 1)
       yield* Fiber.interrupt(worker)
       const at = (n: number) => bodies.find((b) => b.n === n)!.at
-      // Run 2 ran while run 1's write was in flight...
-      assert.isBelow(at(2) - at(1), WRITE_MS, "the second run waited for the first one's write")
-      // ...but run 3 waited for it: two runs held with concurrency 1.
-      assert.isAtLeast(at(3) - at(1), WRITE_MS - 10, "a third run was held with concurrency 1")
-      assert.strictEqual(bodies.length, 3)
-    }).pipe(Effect.provide(slowWrites)), 20_000)
+      // Runs 2 and 3 ran while run 1's write was in flight...
+      assert.isBelow(at(3) - at(1), WRITE_MS, "the third run waited for the first one's write")
+      // ...but run 4 waited for it: three runs held with concurrency 1.
+      assert.isAtLeast(at(4) - at(1), WRITE_MS - 10, "a fourth run was held with concurrency 1")
+      assert.strictEqual(bodies.length, 4)
+    }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
+
+  it.live("step bodies still never run more than `concurrency` at once", () =>
+    Effect.gen(function*() {
+      // Bodies of 150 ms, writes of 200 ms: run 1's write ends while run 3's first body runs, and
+      // run 1's second body must wait for it.
+      let running = 0
+      let most = 0
+      const body = Effect.acquireUseRelease(
+        Effect.sync(() => (most = Math.max(most, ++running))),
+        () => Effect.sleep("150 millis"),
+        () => Effect.sync(() => running--)
+      )
+      const TwoSteps = Workflow.make({ name: "twoSteps", version: 1, input: Schema.Int, success: Schema.Int }, (n) =>
+        Effect.zipRight(Step.run("a", body), Step.run("b", Effect.as(body, n))))
+      const runs = yield* Effect.forEach([1, 2, 3], (n) => Client.start(TwoSteps, n))
+      const w = yield* Worker.make({ workflows: [TwoSteps], concurrency: 1, pollInterval: "50 millis" })
+      const worker = yield* Effect.fork(w.run())
+      for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(TwoSteps, runId), i + 1)
+      yield* Fiber.interrupt(worker)
+      assert.strictEqual(most, 1)
+    }).pipe(Effect.provide(slowWrites(200))), 20_000)
 })
