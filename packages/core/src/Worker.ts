@@ -90,6 +90,9 @@ export interface Worker {
  */
 export class WorkerTag extends Context.Tag("@chronicle/core/Worker")<WorkerTag, Worker>() {}
 
+/** Execution results after which the run has nothing more to do. */
+const ENDED: ReadonlySet<Interpreter.Result["_tag"]> = new Set(["Completed", "Failed", "Cancelled"])
+
 const versionKey = (name: string, version: string) => `${name}\u0000${version}`
 
 interface Held {
@@ -302,6 +305,14 @@ export const make = <W extends Workflow.Any>(
       Effect.gen(function*() {
         const wake = yield* Queue.sliding<void>(1)
         const poke = Queue.offer(wake, undefined)
+        // Whether a claim may find work: the last one came back full, or a wake-up (NOTIFY) came
+        // since it started. Freed capacity (an execution ending, or starting to wait) pokes the
+        // loop only then: on an idle system each run made its worker claim, and look up its next
+        // due time, three times, beside the run's own append. Runs that become due later, and
+        // expired leases, are found by the timer and the poll, as before.
+        let wakeups = 0
+        let workPending = true
+        const pokeIfWork = Effect.suspend(() => (workPending || recoverDue ? poke : Effect.void))
         // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
         // shutdown below waits for running steps.
         yield* announce
@@ -310,7 +321,19 @@ export const make = <W extends Workflow.Any>(
         yield* Effect.addFinalizer(() => shutdown.pipe(Effect.zipRight(store.retire(owner).pipe(Effect.ignore))))
         yield* Effect.forkScoped(warnUnserved)
         // Hints first, then the first claim: a hint sent in between is not lost.
-        yield* store.wakeups.pipe(Stream.runForEach(() => poke), Effect.retry({ times: 1_000_000 }), Effect.forkScoped)
+        yield* store.wakeups.pipe(
+          Stream.runForEach(() =>
+            Effect.zipRight(
+              Effect.sync(() => {
+                wakeups++
+                workPending = true
+              }),
+              poke
+            )
+          ),
+          Effect.retry({ times: 1_000_000 }),
+          Effect.forkScoped
+        )
         let inFlight = 0
         // A run whose previous worker died holding it is recovered only when nothing else runs
         // here, and runs alone: if it kills this worker too, no other run is counted as crashed
@@ -326,7 +349,7 @@ export const make = <W extends Workflow.Any>(
             }
           }
         }).pipe(Effect.forkScoped)
-        yield* Queue.take(capacity).pipe(Effect.zipRight(poke), Effect.forever, Effect.forkScoped)
+        yield* Queue.take(capacity).pipe(Effect.zipRight(pokeIfWork), Effect.forever, Effect.forkScoped)
         while (true) {
           const idle = inFlight === 0
           const free = alone || (recoverDue && !idle)
@@ -337,9 +360,17 @@ export const make = <W extends Workflow.Any>(
               maxHeld - inFlight
             )
           if (free > 0 && !stopping) {
+            const seen = wakeups
+            let failed = false
             const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions, recover: idle }).pipe(
-              Effect.catchAll(() => Effect.succeed<ReadonlyArray<StoreModule.Claimed>>([]))
+              Effect.catchAll(() =>
+                Effect.sync((): ReadonlyArray<StoreModule.Claimed> => {
+                  failed = true
+                  return []
+                })
+              )
             )
+            workPending = failed || claimed.length === free || wakeups !== seen
             if (idle) recoverDue = false
             for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
             const recovering = claimed.length === 1 && claimed[0]!.crashes > 0
@@ -354,15 +385,21 @@ export const make = <W extends Workflow.Any>(
             for (const c of claimed) {
               inFlight++
               yield* executeOne(c, recovering ? pastIt : undefined).pipe(
+                // A run that did not end (suspended until a time, released, parked, its lease lost)
+                // may be due again: the loop looks for the next due time once the execution ends.
+                Effect.tap((e) => Effect.sync(() => (workPending ||= !ENDED.has(e.result._tag)))),
                 Effect.flatMap(onExecuted),
                 // An execution that failed (the store unreachable for good) or died leaves its run
                 // to its lease, and another worker takes it over once it expires: say so, with why.
                 Effect.catchAllCause((cause) =>
                   Cause.isInterruptedOnly(cause)
                     ? Effect.void
-                    : Effect.logWarning(
-                      `Worker ${owner}: the execution of run ${c.runId} ended abnormally; the run waits for its lease to expire`,
-                      cause
+                    : Effect.zipRight(
+                      Effect.sync(() => (workPending = true)),
+                      Effect.logWarning(
+                        `Worker ${owner}: the execution of run ${c.runId} ended abnormally; the run waits for its lease to expire`,
+                        cause
+                      )
                     )
                 ),
                 Effect.ensuring(Effect.zipRight(
@@ -370,7 +407,7 @@ export const make = <W extends Workflow.Any>(
                     inFlight--
                     if (recovering) pastIt()
                   }),
-                  poke
+                  pokeIfWork
                 )),
                 Effect.forkDaemon
               )

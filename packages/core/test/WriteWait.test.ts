@@ -60,4 +60,27 @@ describe("runs waiting for their write", () => {
       yield* Fiber.interrupt(worker)
       assert.strictEqual(most, 1)
     }).pipe(Effect.provide(slowWrites(200))), 20_000)
+
+  it.live("on an idle system, a run costs its worker one claim", () =>
+    Effect.gen(function*() {
+      // Freed capacity pokes the claim loop only when a claim may find work (the last one was
+      // full, or a wake-up came since): a run that ends, or waits for its write, does not.
+      let claims = 0
+      const counting = Effect.map(Store.Store, (store): Store.StoreService => ({
+        ...store,
+        claim: (params) => Effect.zipRight(Effect.sync(() => claims++), store.claim(params))
+      }))
+      const w = yield* Worker.make({ workflows: [OneStep], pollInterval: "30 seconds" }).pipe(
+        Effect.provideServiceEffect(Store.Store, counting)
+      )
+      const worker = yield* Effect.fork(w.run())
+      yield* Effect.sleep("100 millis")
+      const before = claims
+      for (let n = 1; n <= 10; n++) {
+        const { runId } = yield* Client.start(OneStep, { n })
+        assert.strictEqual(yield* Client.result(OneStep, runId), n)
+      }
+      yield* Fiber.interrupt(worker)
+      assert.isAtMost(claims - before, 10 + 1, `${claims - before} claims for 10 runs`)
+    }).pipe(Effect.provide(slowWrites(5))), 20_000)
 })
