@@ -8,8 +8,9 @@
  * at its commit: the run exists, and workers hear of it, only if that transaction commits. The
  * store's own start notifies after its commit instead (`notifyAfter`): a transaction that NOTIFYs
  * holds a cluster-wide lock from its commit until the end of its WAL flush, so starts that NOTIFY
- * commit one at a time. Measured with 10 callers on this machine's PostgreSQL 15: 2,400–3,200
- * starts/s with the NOTIFY inside, 5,200–6,100 without.
+ * commit one at a time. Measured with 10 callers on this machine's PostgreSQL 15: about 3,400
+ * starts/s with the NOTIFY inside, 3,800–4,100 with it shared after the commits, and 5,200–6,100
+ * with no NOTIFY at all (the cost left is the shared NOTIFY's round trip, which a start waits for).
  *
  * @internal
  */
