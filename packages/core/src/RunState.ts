@@ -123,6 +123,20 @@ const kindOf = (event: RunEvent.RunEvent): Kind | undefined => {
 const withEntry = <K, V>(owned: boolean, map: ReadonlyMap<K, V>, key: K, value: V): ReadonlyMap<K, V> =>
   (owned ? (map as Map<K, V>) : new Map(map)).set(key, value)
 
+/**
+ * The ids in a list of received signals, kept beside the list: an owned fold adds to the same list,
+ * so its set is built once, and checking a signal id is not a scan of every earlier signal.
+ */
+const signalIds = new WeakMap<ReadonlyArray<SignalState>, Set<string>>()
+const signalIdsOf = (signals: ReadonlyArray<SignalState>): Set<string> => {
+  let ids = signalIds.get(signals)
+  if (ids === undefined) {
+    ids = new Set(signals.map((s) => s.id))
+    signalIds.set(signals, ids)
+  }
+  return ids
+}
+
 /** An array with one more element: a copy, or (`owned`) the same array. */
 const withElement = <A>(owned: boolean, array: ReadonlyArray<A>, element: A): ReadonlyArray<A> => {
   if (!owned) return [...array, element]
@@ -254,8 +268,10 @@ const evolveEvent = (
       return Either.right({ ...next, awaits: withEntry(owned, state.awaits, event.key, { ...wait, timedOutSeq: Option.some(seq) }) })
     }
     case "SignalReceived":
-      if (state.signals.some((s) => s.id === event.key)) return invalid(`signal id ${event.key} received twice`)
-      return Either.right({ ...next, signals: withElement(owned, state.signals, { id: event.key, name: event.name, payload: event.payload, seq }) })
+      if (signalIdsOf(state.signals).has(event.key)) return invalid(`signal id ${event.key} received twice`)
+      const signals = withElement(owned, state.signals, { id: event.key, name: event.name, payload: event.payload, seq })
+      if (owned) signalIdsOf(signals).add(event.key)
+      return Either.right({ ...next, signals })
     case "ValueRecorded":
       if (state.values.has(event.key)) return invalid(`value ${event.key} recorded twice`)
       return Either.right({ ...next, values: withEntry(owned, state.values, event.key, { name: event.name, value: event.value, seq }) })
