@@ -194,20 +194,19 @@ const evolveWith = (owned: boolean, state: RunState | undefined, logged: RunEven
   }
   if (seq !== state.seq + 1) return invalid(`expected seq ${state.seq + 1}`)
   if (Option.isSome(state.outcome)) return invalid(`${event._tag} after the run ended`)
-  let keys = state.keys
   const kind = kindOf(event)
+  let newKey: string | undefined
   if (kind !== undefined && "key" in event) {
-    const known = keys.get(event.key)
+    const known = state.keys.get(event.key)
     if (known !== undefined && known !== kind) return invalid(`key ${event.key} is a ${known}, not a ${kind}`)
-    // Owned: added once the event is known to be valid, so an invalid one leaves the state as it was.
-    if (known === undefined && !owned) keys = new Map(keys).set(event.key, kind)
-    if (known === undefined && owned) {
-      const result = evolveEvent(owned, state, { ...state, seq, keys }, logged, invalid)
-      if (Either.isRight(result)) (keys as Map<string, Kind>).set(event.key, kind)
-      return result
-    }
+    if (known === undefined) newKey = event.key
   }
-  return evolveEvent(owned, state, { ...state, seq, keys }, logged, invalid)
+  // Owned: the key is added once the event is known to be valid, so an invalid one leaves the
+  // state as it was.
+  const keys = newKey === undefined || owned ? state.keys : new Map(state.keys).set(newKey, kind!)
+  const result = evolveEvent(owned, state, { ...state, seq, keys }, logged, invalid)
+  if (owned && newKey !== undefined && Either.isRight(result)) (keys as Map<string, Kind>).set(newKey, kind!)
+  return result
 }
 
 const evolveEvent = (

@@ -12,6 +12,7 @@ import type { Redacted } from "effect"
 import { Deferred, Effect, Either, Layer, Schedule, Stream } from "effect"
 import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
+import * as Batcher from "./internal/batcher.js"
 import * as Append from "./internal/sql/appendEvents.js"
 import * as Claim from "./internal/sql/claimRuns.js"
 import { releaseRun } from "./internal/sql/releaseRun.js"
@@ -368,12 +369,7 @@ export const make = (options: Options = {}): Effect.Effect<
     // ---- group commit ----------------------------------------------------------------------
     // Appends that arrive while a batch is being written wait for the next batch, so under load
     // many runs share one statement and one commit; alone, an append goes out at once.
-    interface Pending {
-      readonly params: AppendParams
-      readonly deferred: Deferred.Deferred<AppendResult, PgError.PgError>
-    }
-    const queue: Array<Pending> = []
-    let flushing = false
+    type Pending = Batcher.Pending<AppendParams, AppendResult, PgError.PgError>
     const MAX_BATCH = 200
 
     const writeBatch = (batch: ReadonlyArray<Pending>): Effect.Effect<void> =>
@@ -428,65 +424,41 @@ export const make = (options: Options = {}): Effect.Effect<
         }, { discard: true })
       })
 
-    const flush: Effect.Effect<void> = Effect.gen(function*() {
-      while (queue.length > 0) {
-        const batch: Array<Pending> = []
-        const runs = new Set<string>()
-        // A run at most once per batch; its later append waits for the next one.
-        for (let i = 0; i < queue.length && batch.length < MAX_BATCH;) {
-          const pending = queue[i]!
-          if (runs.has(pending.params.runId)) {
-            i++
-            continue
-          }
-          runs.add(pending.params.runId)
-          batch.push(pending)
-          queue.splice(i, 1)
+    /** The next batch: a run at most once per batch; its later append waits for the next one. */
+    const takeAppends = (queue: Array<Pending>): Array<Pending> => {
+      const batch: Array<Pending> = []
+      const runs = new Set<string>()
+      for (let i = 0; i < queue.length && batch.length < MAX_BATCH;) {
+        const pending = queue[i]!
+        if (runs.has(pending.params.runId)) {
+          i++
+          continue
         }
-        yield* writeBatch(batch)
+        runs.add(pending.params.runId)
+        batch.push(pending)
+        queue.splice(i, 1)
       }
-      flushing = false
-    })
-
-    const enqueueAppend = (params: AppendParams) =>
-      Effect.gen(function*() {
-        const deferred = yield* Deferred.make<AppendResult, PgError.PgError>()
-        queue.push({ params, deferred })
-        if (!flushing) {
-          flushing = true
-          yield* Effect.forkDaemon(flush)
-        }
-        return yield* Deferred.await(deferred)
-      })
+      return batch
+    }
+    const enqueueAppend = Batcher.make(takeAppends, writeBatch)
 
     // ---- NOTIFY after a commit ----------------------------------------------------------------
     // A start commits without NOTIFY (see startRun.ts), then waits for its wake-up to be sent by a
     // statement shared with the starts that came meanwhile, so a started run is announced when
     // `start` returns, as it was when the NOTIFY went with the insert.
     type Notice = readonly [channel: string, payload: string]
-    const notices: Array<{ readonly pairs: ReadonlyArray<Notice>; readonly sent: Deferred.Deferred<void> }> = []
-    let notifying = false
     let startsInFlight = 0
-    const sendNotices: Effect.Effect<void> = Effect.gen(function*() {
-      while (notices.length > 0) {
-        const batch = notices.splice(0, 500)
-        const pairs = batch.flatMap((n) => n.pairs)
+    const notifyAfterCommit = Batcher.make<ReadonlyArray<Notice>, void, never>(
+      (queue) => queue.splice(0, 500),
+      (batch) => {
+        const pairs = batch.flatMap((n) => n.params)
         // A wake-up that cannot be sent is made up for by the workers' polling: the start stands.
-        yield* pool.query(Start.notifyQuickly, [pairs.map(([c]) => c), pairs.map(([, p]) => p)]).pipe(Effect.ignore)
-        for (const n of batch) yield* Deferred.succeed(n.sent, undefined)
+        return pool.query(Start.notifyQuickly, [pairs.map(([c]) => c), pairs.map(([, p]) => p)]).pipe(
+          Effect.ignore,
+          Effect.zipRight(Effect.forEach(batch, (n) => Deferred.succeed(n.deferred, undefined), { discard: true }))
+        )
       }
-      notifying = false
-    })
-    const notifyAfterCommit = (pairs: ReadonlyArray<Notice>) =>
-      Effect.gen(function*() {
-        const sent = yield* Deferred.make<void>()
-        notices.push({ pairs, sent })
-        if (!notifying) {
-          notifying = true
-          yield* Effect.forkDaemon(sendNotices)
-        }
-        yield* Deferred.await(sent)
-      })
+    )
 
     const service: Store.StoreService = {
       limits: { ...Json.defaultLimits, ...options.limits },
