@@ -50,7 +50,8 @@ export interface StepSpec {
   readonly name: string
   /**
    * Runs attempt `attempt` (1-based); never fails. Interrupting it aborts the AbortSignal the
-   * step's body was given.
+   * step's body was given. Run it in a fiber of its own: it sets that fiber's services to the
+   * workflow's, for the body.
    */
   readonly attempt: (attempt: number) => Effect.Effect<AttemptOutcome>
   /** The delay before attempt `attempt + 1`, or none when `attempt` was the last. */

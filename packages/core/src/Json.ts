@@ -206,14 +206,25 @@ export const encode = <A, I, R>(
   what: string
 ): Effect.Effect<Json, NotSerializable, R> =>
   Effect.withFiberRuntime((fiber) => {
-    const sync = schema as Schema.Schema<A, I, never>
-    const encoded = ParseResult.encodeUnknownEither(sync)(value)
-    if (Either.isRight(encoded)) {
-      const json = toJson(encoded.right, fiber.getFiberRef(maxBytes), what)
-      if (Either.isRight(json) && Either.isRight(decodeStoredEither(sync, json.right))) return Effect.succeed(json.right)
-    }
-    return encodeEffect(schema, value, what)
+    const json = encodeFast(schema, value, fiber.getFiberRef(maxBytes))
+    return json === undefined ? encodeEffect(schema, value, what) : Effect.succeed(json)
   })
+
+/**
+ * `encode` as plain code, under the size limit `limit`: the stored JSON, or `undefined` when the
+ * Schema is effectful or the value is refused (`encode` then takes its general path, which words
+ * why). For callers that already hold their fiber.
+ *
+ * @since 0.1.0
+ * @category codec
+ */
+export const encodeFast = <A, I, R>(schema: Schema.Schema<A, I, R>, value: A, limit: number): Json | undefined => {
+  const sync = schema as Schema.Schema<A, I, never>
+  const encoded = ParseResult.encodeUnknownEither(sync)(value)
+  if (Either.isLeft(encoded)) return undefined
+  const json = toJson(encoded.right, limit, "")
+  return Either.isRight(json) && Either.isRight(decodeStoredEither(sync, json.right)) ? json.right : undefined
+}
 
 const encodeEffect = <A, I, R>(
   schema: Schema.Schema<A, I, R>,

@@ -15,7 +15,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Duration, Effect, Either, Exit, Option, ParseResult, Schema } from "effect"
+import { Context, Duration, Effect, Either, Exit, FiberRef, Option, ParseResult, Schema } from "effect"
 import type { AttemptOutcome, StepSpec } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Json from "./Json.js"
@@ -192,17 +192,18 @@ const makeSpec = <A, IA, E, IE, R, R2>(
       : !(isTagged(error) && nonRetryable.includes(error._tag))
   }
   const what = `step ${JSON.stringify(key)} result`
-  const encodeExit = (exit: Exit.Exit<A, E | StepError>): Effect.Effect<AttemptOutcome> =>
+  const outcomeOf = (exit: Exit.Exit<A, E | StepError>, json: Json.Json): AttemptOutcome => {
+    if (Exit.isSuccess(exit)) return { exit: json, success: true, retryable: false }
+    const failure = exit.cause._tag === "Fail" ? Option.some(exit.cause.error) : Option.none()
+    return { exit: json, success: false, retryable: Option.match(failure, { onNone: () => true, onSome: isRetryable }) }
+  }
+  const encodeSlowly = (exit: Exit.Exit<A, E | StepError>): Effect.Effect<AttemptOutcome> =>
     Json.encode(codec, exit, what).pipe(
       // Report paths within the value, not within the Exit that wraps it.
       Effect.mapError((e) =>
         new Json.NotSerializable({ what: e.what, reason: e.reason, operation: e.operation, path: e.path.replace(/^\$\.(value|cause\.error)(?=$|[.[])/, "$$") })
       ),
-      Effect.map((json): AttemptOutcome => {
-        if (Exit.isSuccess(exit)) return { exit: json, success: true, retryable: false }
-        const failure = exit.cause._tag === "Fail" ? Option.some(exit.cause.error) : Option.none()
-        return { exit: json, success: false, retryable: Option.match(failure, { onNone: () => true, onSome: isRetryable }) }
-      }),
+      Effect.map((json) => outcomeOf(exit, json)),
       // The value itself could not be stored: the step fails with that, and retrying cannot help.
       Effect.catchAll((notSerializable) =>
         Json.encode(codec, Exit.fail(notSerializable), what).pipe(
@@ -211,23 +212,39 @@ const makeSpec = <A, IA, E, IE, R, R2>(
         )
       )
     )
+  // As plain code when the Schemas allow it (the common case): an attempt's outcome is encoded
+  // once per step, on every worker's hot path.
+  const encodeExit = (exit: Exit.Exit<A, E | StepError>): Effect.Effect<AttemptOutcome> =>
+    Effect.withFiberRuntime((fiber) => {
+      const json = Json.encodeFast(codec, exit, fiber.getFiberRef(Json.maxBytes))
+      return json === undefined ? encodeSlowly(exit) : Effect.succeed(outcomeOf(exit, json))
+    })
   const timeoutMillis = options.timeout === undefined ? undefined : Duration.toMillis(options.timeout)
+  // The body gets the workflow's services. An attempt runs in a fiber of its own (see
+  // `StepSpec.attempt`), so they are set on it rather than provided around the body, which
+  // would cost a scoped region per attempt.
+  const withServices = FiberRef.update(FiberRef.currentContext, (parent) => Context.merge(parent, context))
   return {
     key,
     name,
     attempt: (attempt) =>
       Effect.suspend(() => {
-        const controller = new AbortController()
-        const run = typeof options.run === "function" ? options.run({ signal: controller.signal, attempt }) : options.run
-        // A timeout, a cancellation or a lost lease interrupts the body: abort what it started.
-        const body = Effect.onInterrupt(run, () => Effect.sync(() => controller.abort()))
+        let body: Effect.Effect<A, E, R>
+        if (typeof options.run === "function") {
+          // A timeout, a cancellation or a lost lease interrupts the body: abort what it started.
+          const controller = new AbortController()
+          body = Effect.onInterrupt(options.run({ signal: controller.signal, attempt }), () => Effect.sync(() => controller.abort()))
+        } else {
+          // The short form takes no AbortSignal: nothing to abort.
+          body = options.run
+        }
         const limited: Effect.Effect<A, E | StepError, R> = timeoutMillis === undefined
           ? body
           : Effect.timeoutFail(body, {
             duration: timeoutMillis,
             onTimeout: () => new StepTimeout({ step: name, key, attempt, timeoutMillis })
           })
-        return Effect.exit(limited).pipe(Effect.flatMap(encodeExit), Effect.provide(context))
+        return Effect.zipRight(withServices, Effect.flatMap(Effect.exit(limited), encodeExit)) as Effect.Effect<AttemptOutcome>
       }),
     retryDelay: (attempt) => retryDelay(options.retry as RetryPolicy<unknown> | undefined, attempt),
     compensation: options.compensate === undefined ? Option.none() : Option.some((exitJson: Json.Json) => {

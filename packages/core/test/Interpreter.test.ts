@@ -1,6 +1,6 @@
 // The interpreter's promises beyond the seed scenarios, on the in-memory store and TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
 import { Client, Json, MemoryStore, Step, Store, Workflow } from "@chronicle/core"
 import { StoreLayer, eventTypes, makeCounter, worker } from "./helpers.js"
 
@@ -419,6 +419,45 @@ describe("durable values and context", () => {
       assert.deepStrictEqual(recorded, [5_000, result.random, result.uuid])
       assert.match(result.uuid, /^[0-9a-f-]{36}$/)
       assert.strictEqual(view.events.filter((e) => e.event._tag === "Emitted").length, 1, "emitted once, not on replay")
+    }).pipe(Effect.provide(StoreLayer)))
+})
+
+describe("services", () => {
+  it.effect("the worker's services reach the workflow and every step body: both forms, a timeout, a retry, a compensation", () =>
+    Effect.gen(function*() {
+      class Rate extends Context.Tag("Rate")<Rate, { readonly percent: number }>() {}
+      const seen: Array<string> = []
+      const read = (where: string) => Effect.map(Rate, (rate) => {
+        seen.push(`${where}:${rate.percent}`)
+        return rate.percent
+      })
+      let failures = 0
+      const W = Workflow.make({ name: "services", version: 1, input: Schema.Void, success: Schema.Number, error: Schema.String }, () =>
+        Effect.gen(function*() {
+          const inBody = yield* read("body")
+          const short = yield* Step.run("short", read("short"))
+          const long = yield* Step.run("long", { run: ({ attempt }) => Effect.zipRight(read(`long#${attempt}`), Effect.succeed(attempt)) })
+          const timed = yield* Step.run("timed", { run: read("timed"), timeout: "1 minute" })
+          const retried = yield* Step.run("retried", {
+            run: ({ attempt }) =>
+              Effect.zipRight(read(`retried#${attempt}`), failures++ === 0 ? Effect.fail("again") : Effect.succeed(attempt)),
+            error: Schema.String,
+            retry: { maxAttempts: 2, backoff: "fixed", baseDelay: "1 second", jitter: 0 }
+          })
+          yield* Step.run("undone", { run: Effect.succeed(1), compensate: () => Effect.asVoid(read("compensate")) })
+          // Failing runs the compensation.
+          if (inBody + short + long + timed + retried > 0) return yield* Effect.fail("the end")
+          return 0
+        }))
+      const w = yield* worker([W], { inMemoryWait: "10 seconds" }).pipe(Effect.provideService(Rate, { percent: 7 }))
+      yield* Client.start(W, undefined)
+      const running = yield* Effect.fork(w.drain)
+      while (Option.isNone(yield* Fiber.poll(running))) {
+        yield* TestClock.adjust("500 millis")
+        yield* Effect.yieldNow()
+      }
+      assert.deepStrictEqual((yield* Fiber.join(running)).map((e) => e.result._tag), ["Failed"])
+      assert.deepStrictEqual(seen, ["body:7", "short:7", "long#1:7", "timed:7", "retried#1:7", "retried#2:7", "compensate:7"])
     }).pipe(Effect.provide(StoreLayer)))
 })
 
