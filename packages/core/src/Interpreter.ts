@@ -124,20 +124,22 @@ export interface Options {
  * @since 0.1.0
  * @category execution
  */
-export const execute = (options: Options): Effect.Effect<Result, Store.StoreError> =>
-  // Everything the run writes (and every fiber it forks) is held to the store's value limit.
-  Effect.locally(
-    Effect.gen(function*() {
-      let claimed = options.claimed
-      while (true) {
-        const result = yield* executeOnce({ ...options, claimed })
-        if (result._tag !== "Replay") return result
-        claimed = { ...claimed, events: result.events }
-      }
-    }),
-    Json.maxBytes,
-    options.store.limits.value
+export const execute = (options: Options): Effect.Effect<Result, Store.StoreError> => {
+  const body = Effect.gen(function*() {
+    let claimed = options.claimed
+    while (true) {
+      const result = yield* executeOnce({ ...options, claimed })
+      if (result._tag !== "Replay") return result
+      claimed = { ...claimed, events: result.events }
+    }
+  })
+  // Everything the run writes (and every fiber it forks) is held to the store's value limit. A
+  // worker sets it once on its own fiber, which its executions inherit: then there is nothing to do.
+  const limit = options.store.limits.value
+  return Effect.withFiberRuntime((fiber) =>
+    fiber.getFiberRef(Json.maxBytes) === limit ? body : Effect.locally(body, Json.maxBytes, limit)
   )
+}
 
 /** The log moved under outcomes the workflow had already seen: replay it from the top. */
 interface Replay {
@@ -460,6 +462,15 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       return false
     }
 
+    /** The terminal event, with the outcomes not yet written. */
+    const finishing = (phase: Extract<Phase, { readonly _tag: "Finishing" }>) =>
+      Effect.suspend(() => {
+        Faults.hit("before-terminal-append", { runId: claimed.runId })
+        return append([...outcomes.splice(0), phase.event]).pipe(
+          Effect.flatMap(() => moved ? again : Effect.succeed(Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)))
+        )
+      })
+
     let memoryWaiting = false
     // A hint that the run has new events (a signal, a cancel): read them at the next pass.
     let hinted = false
@@ -508,12 +519,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         )
       }
 
-      if (phase._tag === "Finishing") {
-        Faults.hit("before-terminal-append", { runId: claimed.runId })
-        yield* append([...outcomes.splice(0), phase.event])
-        if (moved) return yield* again
-        return Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)
-      }
+      if (phase._tag === "Finishing") return yield* finishing(phase)
 
       // Start the workflow on the first pass.
       if (phase._tag === "Main" && program === undefined && programExit === undefined) {
@@ -568,6 +574,9 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         program = undefined
         if (phase._tag === "Main") {
           yield* onMainExit(exit)
+          // Nothing to undo: write the end in this pass.
+          const next = phase as Phase // onMainExit moved it on
+          if (next._tag === "Finishing") return yield* finishing(next)
         } else if (phase._tag === "Compensating") {
           if (ledger.checkNothingAhead(view.slice(cursor))) return Option.none()
           phase = {
@@ -723,12 +732,15 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       }
     }).pipe(
       Effect.ensuring(
-        Effect.gen(function*() {
-          if (follow) yield* Fiber.interrupt(follow)
+        Effect.suspend(() => {
           unsubscribe?.()
-          yield* Fiber.interruptAll(timers)
-          yield* stopProgram
-          yield* ledger.interruptAttempts()
+          // Most executions end with nothing left running: then this is plain code.
+          const left: Array<Effect.Effect<void>> = []
+          if (follow) left.push(Effect.asVoid(Fiber.interrupt(follow)))
+          if (timers.length > 0) left.push(Fiber.interruptAll(timers))
+          if (program !== undefined) left.push(stopProgram)
+          left.push(ledger.interruptAttempts())
+          return left.length === 1 ? left[0]! : Effect.all(left, { discard: true })
         })
       )
     )

@@ -26,6 +26,7 @@ import { Cause, Context, Duration, Effect, Fiber, Layer, Option, Queue, Stream }
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
 import * as Interpreter from "./Interpreter.js"
+import * as Json from "./Json.js"
 import { Store } from "./Store.js"
 import type * as StoreModule from "./Store.js"
 import * as Workflow from "./Workflow.js"
@@ -92,6 +93,7 @@ export class WorkerTag extends Context.Tag("@chronicle/core/Worker")<WorkerTag, 
 
 /** Execution results after which the run has nothing more to do. */
 const ENDED: ReadonlySet<Interpreter.Result["_tag"]> = new Set(["Completed", "Failed", "Cancelled"])
+const ignoreExecuted = (_: Executed): Effect.Effect<void> => Effect.void
 
 const versionKey = (name: string, version: string) => `${name}\u0000${version}`
 
@@ -249,7 +251,7 @@ export const make = <W extends Workflow.Any>(
               freed(waiting)
             }
           })
-        }).pipe(Effect.ensuring(Effect.sync(() => held.delete(claimed.runId))))
+        })
         return { runId: claimed.runId, result }
       })
 
@@ -262,7 +264,13 @@ export const make = <W extends Workflow.Any>(
         const claimed = yield* store.claim({ owner, limit: concurrency, leaseMs, workflows: versions, recover: true })
         if (claimed.length === 0) return executed as ReadonlyArray<Executed>
         for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
-        executed.push(...(yield* Effect.forEach(claimed, (c) => executeOne(c), { concurrency })))
+        executed.push(
+          ...(yield* Effect.forEach(
+            claimed,
+            (c) => executeOne(c).pipe(Effect.ensuring(Effect.sync(() => held.delete(c.runId)))),
+            { concurrency }
+          ))
+        )
       }
     }).pipe(Effect.scoped)
 
@@ -305,7 +313,7 @@ export const make = <W extends Workflow.Any>(
       }
     })
 
-    const run = (onExecuted: (executed: Executed) => Effect.Effect<void> = () => Effect.void) =>
+    const run = (onExecuted: (executed: Executed) => Effect.Effect<void> = ignoreExecuted) =>
       Effect.gen(function*() {
         const wake = yield* Queue.sliding<void>(1)
         const poke = Queue.offer(wake, undefined)
@@ -339,6 +347,18 @@ export const make = <W extends Workflow.Any>(
           Effect.forkScoped
         )
         let inFlight = 0
+        // An execution that failed (the store unreachable for good) or died leaves its run to its
+        // lease, and another worker takes it over once it expires: say so, with why.
+        const abnormal = (c: StoreModule.Claimed) => (cause: Cause.Cause<unknown>) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.void
+            : Effect.zipRight(
+              Effect.sync(() => (workPending = true)),
+              Effect.logWarning(
+                `Worker ${owner}: the execution of run ${c.runId} ended abnormally; the run waits for its lease to expire`,
+                cause
+              )
+            )
         // A run whose previous worker died holding it is recovered only when nothing else runs
         // here, and runs alone: if it kills this worker too, no other run is counted as crashed
         // with it, so a crash loop reaches the crash limit alone. A busy worker that learns of
@@ -388,33 +408,26 @@ export const make = <W extends Workflow.Any>(
             }
             for (const c of claimed) {
               inFlight++
-              yield* executeOne(c, recovering ? pastIt : undefined).pipe(
-                // A run that did not end (suspended until a time, released, parked, its lease lost)
-                // may be due again: the loop looks for the next due time once the execution ends.
-                Effect.tap((e) => Effect.sync(() => (workPending ||= !ENDED.has(e.result._tag)))),
-                Effect.flatMap(onExecuted),
-                // An execution that failed (the store unreachable for good) or died leaves its run
-                // to its lease, and another worker takes it over once it expires: say so, with why.
-                Effect.catchAllCause((cause) =>
-                  Cause.isInterruptedOnly(cause)
-                    ? Effect.void
-                    : Effect.zipRight(
-                      Effect.sync(() => (workPending = true)),
-                      Effect.logWarning(
-                        `Worker ${owner}: the execution of run ${c.runId} ended abnormally; the run waits for its lease to expire`,
-                        cause
-                      )
-                    )
-                ),
-                Effect.ensuring(Effect.zipRight(
-                  Effect.sync(() => {
-                    inFlight--
-                    if (recovering) pastIt()
-                  }),
-                  pokeIfWork
-                )),
+              const fiber = yield* executeOne(c, recovering ? pastIt : undefined).pipe(
+                Effect.matchCauseEffect({
+                  onSuccess: (e) => {
+                    // A run that did not end (suspended until a time, released, parked, its lease
+                    // lost) may be due again: the loop looks for the next due time once it is over.
+                    workPending ||= !ENDED.has(e.result._tag)
+                    return onExecuted === ignoreExecuted ? Effect.void : Effect.catchAllCause(onExecuted(e), abnormal(c))
+                  },
+                  onFailure: abnormal(c)
+                }),
                 Effect.forkDaemon
               )
+              // Once it is over, whichever way: as plain code, at the fiber's end (an `ensuring` in
+              // it costs a scoped region per run).
+              fiber.addObserver(() => {
+                held.delete(c.runId)
+                inFlight--
+                if (recovering) pastIt()
+                if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)
+              })
             }
             if (recovering) continue
             // A full batch: there may be more right now.
@@ -430,7 +443,12 @@ export const make = <W extends Workflow.Any>(
           const untilNext = next === null ? pollMs : Math.max(0, next.getTime() - at.getTime())
           yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(Math.min(pollMs, untilNext)))
         }
-      }).pipe(Effect.scoped) as Effect.Effect<never, StoreModule.StoreError>
+      }).pipe(
+        Effect.scoped,
+        // Executions run in fibers forked from this one: they inherit the store's value limit, which
+        // each would otherwise set around itself.
+        Effect.locally(Json.maxBytes, store.limits.value)
+      ) as Effect.Effect<never, StoreModule.StoreError>
 
     return { owner, drain, run } satisfies Worker
   })
