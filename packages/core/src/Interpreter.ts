@@ -109,10 +109,15 @@ export interface Options {
    */
   readonly onWriteWait?: (waiting: boolean) => void
   /**
-   * Wraps each step attempt (its body and the encoding of its outcome), in the attempt's own
-   * fiber: a worker caps the attempts running at once across its executions with it.
+   * Taken by each step attempt (its body and the encoding of its outcome) in the attempt's own
+   * fiber before it starts, and released when that fiber ends: a worker caps the attempts running
+   * at once across its executions with it.
    */
-  readonly attemptSlot?: <A>(attempt: Effect.Effect<A>) => Effect.Effect<A>
+  readonly attemptSlot?: {
+    /** Waits for a slot; `onTaken` runs as soon as the slot is the attempt's. */
+    readonly take: (onTaken: () => void) => Effect.Effect<void>
+    readonly release: () => void
+  }
   /** Told after each append this execution wrote: the run got past where it was. */
   readonly onAppended?: () => void
 }
@@ -152,8 +157,25 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
     const { claimed, store, workflow } = options
     const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
     // Open when the driver has something to look at; it closes it before each pass.
-    const wake = yield* Effect.makeLatch(false)
-    const signalWake = () => wake.unsafeOpen()
+    // (A latch, by hand: Effect's Latch wraps every wait in an interruption handler, several of
+    // which every run paid for. Nothing needs cleaning up if the driver is interrupted while it
+    // waits: a later signal finds a resume that has been called already, which is ignored.)
+    let wakeOpen = false
+    let wakeWaiter: ((effect: Effect.Effect<void>) => void) | undefined
+    const signalWake = () => {
+      const waiter = wakeWaiter
+      if (waiter === undefined) {
+        wakeOpen = true
+        return
+      }
+      wakeWaiter = undefined
+      waiter(Effect.void)
+    }
+    /** Waits until the latch is open (the driver closes it as it starts its next pass). */
+    const awaitWake = Effect.async<void>((resume) => {
+      if (wakeOpen) resume(Effect.void)
+      else wakeWaiter = resume
+    })
     const scheduler = new WorkflowScheduler(signalWake)
 
     // ---- the log as this execution knows it --------------------------------------------------
@@ -423,33 +445,43 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       Effect.gen(function*() {
         req.status = "running"
         const attempt = req.attempt + 1
-        req.fiber = yield* Effect.forkDaemon(
-          (options.attemptSlot === undefined ? req.spec.attempt(attempt) : options.attemptSlot(req.spec.attempt(attempt))).pipe(
-            Effect.flatMap((outcome: AttemptOutcome) => {
-              Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })
-              req.attempt = attempt
-              req.status = "recording"
-              req.fiber = undefined
-              const delay = outcome.success || !outcome.retryable ? Option.none() : req.spec.retryDelay(attempt)
-              if (Option.isNone(delay)) {
-                outcomes.push({ _tag: "StepCompleted", key: req.key, name: req.spec.name, attempt, exit: outcome.exit })
-                signalWake()
-                return Effect.void
-              }
-              return Effect.map(Effect.orElseSucceed(now, () => new Date()), (at) => {
-                outcomes.push({
-                  _tag: "StepFailed",
-                  key: req.key,
-                  name: req.spec.name,
-                  attempt,
-                  cause: outcome.exit,
-                  nextAttemptAt: new Date(at.getTime() + Duration.toMillis(delay.value))
-                })
-                signalWake()
+        const run = req.spec.attempt(attempt).pipe(
+          Effect.flatMap((outcome: AttemptOutcome) => {
+            Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })
+            req.attempt = attempt
+            req.status = "recording"
+            req.fiber = undefined
+            const delay = outcome.success || !outcome.retryable ? Option.none() : req.spec.retryDelay(attempt)
+            if (Option.isNone(delay)) {
+              outcomes.push({ _tag: "StepCompleted", key: req.key, name: req.spec.name, attempt, exit: outcome.exit })
+              signalWake()
+              return Effect.void
+            }
+            return Effect.map(Effect.orElseSucceed(now, () => new Date()), (at) => {
+              outcomes.push({
+                _tag: "StepFailed",
+                key: req.key,
+                name: req.spec.name,
+                attempt,
+                cause: outcome.exit,
+                nextAttemptAt: new Date(at.getTime() + Duration.toMillis(delay.value))
               })
+              signalWake()
             })
-          )
+          })
         )
+        const slot = options.attemptSlot
+        if (slot === undefined) {
+          req.fiber = yield* Effect.forkDaemon(run)
+          return
+        }
+        // The slot goes back when the attempt's fiber ends, however it ends.
+        let holding = false
+        const fiber = yield* Effect.forkDaemon(Effect.zipRight(slot.take(() => (holding = true)), run))
+        fiber.addObserver(() => {
+          if (holding) slot.release()
+        })
+        req.fiber = fiber
       })
 
     /** Another pass of the driver, at once. */
@@ -727,8 +759,8 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       while (true) {
         const done = yield* iterate
         if (Option.isSome(done)) return done.value
-        yield* wake.await
-        wake.unsafeClose()
+        yield* awaitWake
+        wakeOpen = false
       }
     }).pipe(
       Effect.ensuring(

@@ -25,6 +25,7 @@
 import { Cause, Context, Duration, Effect, Fiber, Layer, Option, Queue, Stream } from "effect"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
+import { Permits } from "./internal/permits.js"
 import * as Interpreter from "./Interpreter.js"
 import * as Json from "./Json.js"
 import { Store } from "./Store.js"
@@ -147,8 +148,7 @@ export const make = <W extends Workflow.Any>(
     // against three times `concurrency` (claim, run and write overlap; twice drained W1 about 15%
     // slower). Step attempts, though, never run more than `concurrency` at once: each takes a permit.
     let writeWaiting = 0
-    const attemptPermits = yield* Effect.makeSemaphore(concurrency)
-    const attemptSlot = attemptPermits.withPermits(1)
+    const attemptSlot = new Permits(concurrency)
     const maxHeld = concurrency * 100
     const capacity = yield* Queue.sliding<void>(1)
     /** An execution started waiting (it frees capacity: tell the claim loop) or stopped. */

@@ -48,13 +48,17 @@ export class Resolution<A> {
     waiter?.(exit)
   }
 
-  readonly await: Effect.Effect<A> = Effect.async<A>((resume) => {
-    if (this.exit !== undefined) return resume(this.exit)
-    this.waiter = resume
-    return Effect.sync(() => {
-      this.waiter = undefined
+  /** Waits; `onInterrupt` runs if the waiting fiber is interrupted before the resolution. */
+  awaitOr(onInterrupt: () => void): Effect.Effect<A> {
+    return Effect.async<A>((resume) => {
+      if (this.exit !== undefined) return resume(this.exit)
+      this.waiter = resume
+      return Effect.sync(() => {
+        this.waiter = undefined
+        onInterrupt()
+      })
     })
-  })
+  }
 }
 
 export interface StepRequest {
@@ -177,16 +181,12 @@ export class Ledger {
       this.requested.set(key, kind)
       this.requests.set(key, req)
       this.onChange()
-      return deferred.await.pipe(
-        // The waiting fiber was interrupted (a lost race, a suspension): forget the request,
-        // and stop its attempt if one runs.
-        Effect.onInterrupt(() =>
-          Effect.sync(() => {
-            this.requests.delete(key)
-            if (req.kind === "step" && req.fiber) Effect.runFork(Fiber.interrupt(req.fiber))
-          })
-        )
-      )
+      // The waiting fiber was interrupted (a lost race, a suspension): forget the request, and
+      // stop its attempt if one runs.
+      return deferred.awaitOr(() => {
+        this.requests.delete(key)
+        if (req.kind === "step" && req.fiber) Effect.runFork(Fiber.interrupt(req.fiber))
+      })
     })
   }
 
