@@ -158,7 +158,14 @@ const PLANTS: ReadonlyArray<{ readonly id: string; readonly what: string; readon
 ]
 
 const withPool = Effect.acquireRelease(
-  Effect.map(freshDatabase, (url) => ({ url, pool: new pg.Pool({ connectionString: url, max: 4 }) })),
+  Effect.map(freshDatabase, (url) => {
+    const pool = new pg.Pool({ connectionString: url, max: 4 })
+    // The database is dropped at the end of the test, which terminates idle connections the pool
+    // may still hold: without a listener the pool rethrows that as an uncaught exception, which
+    // failed a CI run whose tests had all passed.
+    pool.on("error", () => {})
+    return { url, pool }
+  }),
   ({ pool }) => Effect.promise(() => pool.end())
 )
 

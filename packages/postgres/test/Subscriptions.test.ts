@@ -297,6 +297,7 @@ describe("Projection", () => {
       const url = yield* freshDatabase
       yield* backgroundWorker(url)
       const app = new pg.Pool({ connectionString: url, max: 6 })
+      app.on("error", () => {}) // idle connections terminated when the database is dropped
       yield* Effect.addFinalizer(() => Effect.promise(() => app.end()))
       yield* Effect.promise(() => app.query("CREATE TABLE projected (cursor text NOT NULL, run_id uuid NOT NULL, seq int NOT NULL, by text NOT NULL)"))
       yield* Effect.gen(function*() {
@@ -384,6 +385,7 @@ describe("Promise facade", () => {
       assert.strictEqual(rejected, "RunNotFound")
       // An exactly-once projection with Promises: completed runs counted in the app's table.
       const app = new pg.Pool({ connectionString: url, max: 2 })
+      app.on("error", () => {}) // idle connections terminated when the database is dropped
       yield* Effect.addFinalizer(() => Effect.promise(() => app.end()))
       yield* Effect.promise(() => app.query("CREATE TABLE completions (run_id uuid PRIMARY KEY)"))
       const projection = chronicle.project({
