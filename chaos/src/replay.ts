@@ -52,6 +52,7 @@ export const replay = (
       ...(yield* MemoryStore.make),
       start: () => unexpected("start a run"),
       claim: () => unexpected("claim"),
+      claimNext: () => unexpected("claim"),
       append: ({ afterSeq, events }) =>
         Effect.sync(() => {
           appends.push(events)
@@ -66,6 +67,7 @@ export const replay = (
       read: () => Effect.succeed([]),
       get: () => unexpected("get the run"),
       changes: () => Stream.never,
+      onChanges: () => Effect.void,
       events: Stream.never,
       wakeups: Stream.never,
       nextWakeAt: () => Effect.succeed(null),

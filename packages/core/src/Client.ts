@@ -183,17 +183,38 @@ export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
   Effect.gen(function*() {
     const store = yield* Store
     // Subscribe first, then look (the first hint comes once subscribed): an end in between is not
-    // missed. A look at least every second is the backstop for a lost hint. (Pulled by hand: the
-    // same as a Stream merged with a tick, at a fraction of its cost per call.)
+    // missed. A look at least every second is the backstop for a lost hint, or for hints that
+    // could not be subscribed to at all. The hints arrive as a callback: a Stream per result cost
+    // more CPU than the rest of the call.
     const row = yield* Effect.scoped(Effect.gen(function*() {
-      const next = yield* Stream.toPull(store.changes(runId))
-      // Hints never end; if they did, the looks every second would go on alone.
-      let ended = false
+      let hinted = false
+      let waiter: ((effect: Effect.Effect<void>) => void) | undefined
+      let backstop: ReturnType<typeof setTimeout> | undefined
+      const stopWaiting = () => {
+        clearTimeout(backstop)
+        backstop = undefined
+        waiter = undefined
+      }
+      const onHint = () => {
+        const resume = waiter
+        if (resume === undefined) {
+          hinted = true
+          return
+        }
+        stopWaiting()
+        resume(Effect.void)
+      }
+      const subscribed = yield* Effect.either(store.onChanges(runId, onHint))
+      if (Either.isLeft(subscribed)) hinted = true // look now, then every second
+      const nextHint = Effect.async<void>((resume) => {
+        if (hinted) return resume(Effect.void)
+        waiter = resume
+        backstop = setTimeout(onHint, 1_000)
+        return Effect.sync(stopWaiting)
+      })
       while (true) {
-        yield* ended ? Effect.sleep("1 second") : next.pipe(
-          Effect.timeoutOption("1 second"),
-          Effect.catchAll(Option.match({ onNone: () => Effect.sync(() => (ended = true)), onSome: Effect.fail }))
-        )
+        yield* nextHint
+        hinted = false
         const row = yield* store.get(runId)
         if (terminal(row.status)) return row
       }

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Effect, Layer, PubSub, Stream } from "effect"
+import { Clock, Effect, Layer, PubSub, Queue, Stream } from "effect"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
 import type { RunStatus } from "./RunStatus.js"
@@ -222,6 +222,11 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
         return { runId: run.id, created: true }
       }),
 
+    claimNext: (params) =>
+      Effect.suspend(() =>
+        Effect.zipWith(service.claim(params), service.nextWakeAt(params.workflows), (claimed, nextWakeAt) => ({ claimed, nextWakeAt }))
+      ),
+
     recoverable: (workflows) =>
       Effect.map(now, (at) => {
         const wanted = new Set(workflows.map((w) => `${w.name}\u0000${w.version}`))
@@ -376,6 +381,17 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
     read: (runId, afterSeq) => Effect.map(find(runId), (run) => run.events.slice(afterSeq).map(toRow)),
 
     get: (runId) => Effect.map(find(runId), row),
+
+    onChanges: (runId, onHint) =>
+      Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(hub)
+        onHint()
+        yield* Queue.take(subscription).pipe(
+          Effect.tap((id) => (id === runId ? Effect.sync(onHint) : Effect.void)),
+          Effect.forever,
+          Effect.forkScoped
+        )
+      }),
 
     changes: (runId) =>
       Stream.unwrapScoped(

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import type { Stream } from "effect"
+import type { Scope, Stream } from "effect"
 import { Context, Data, Effect, Schema } from "effect"
 import type * as Json from "./Json.js"
 import type * as RunEvent from "./RunEvent.js"
@@ -252,6 +252,14 @@ export interface StoreService {
     readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
     readonly recover?: boolean | undefined
   }) => Effect.Effect<ReadonlyArray<Claimed>, StoreError>
+  /**
+   * `claim`, with `nextWakeAt` of the runs it did not take: a worker whose claim came back short of
+   * `limit` needs to know when to look again, and asks in the same round trip.
+   */
+  readonly claimNext: (params: Parameters<StoreService["claim"]>[0]) => Effect.Effect<{
+    readonly claimed: ReadonlyArray<Claimed>
+    readonly nextWakeAt: Date | null
+  }, StoreError>
   /** Whether a run of these versions has an expired lease, waiting to be recovered. */
   readonly recoverable: (
     workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
@@ -317,6 +325,12 @@ export interface StoreService {
    * the subscription is active: read then, so that nothing written just before is missed.
    */
   readonly changes: (runId: string) => Stream.Stream<void, StoreError>
+  /**
+   * `changes` as a callback, for as long as the scope is open: `onHint` runs, as plain code, once
+   * the subscription is active and then whenever the run may have new events. For waiters that
+   * only need waking (`Client.result`): a Stream per wait costs more than the wait itself.
+   */
+  readonly onChanges: (runId: string, onHint: () => void) => Effect.Effect<void, StoreError, Scope.Scope>
   /**
    * The ids of runs that have new events, for all runs at once (a worker routes them to its
    * executions). `"*"` means a hint may have been missed (the channel reconnected): every

@@ -374,6 +374,8 @@ export const make = <W extends Workflow.Any>(
           }
         }).pipe(Effect.forkScoped)
         yield* Queue.take(capacity).pipe(Effect.zipRight(pokeIfWork), Effect.forever, Effect.forkScoped)
+        /** The next due time the last claim brought back, until used. */
+        let knownNext: Date | null | undefined
         while (true) {
           const idle = inFlight === 0
           const free = alone || (recoverDue && !idle)
@@ -386,14 +388,19 @@ export const make = <W extends Workflow.Any>(
           if (free > 0 && !stopping) {
             const seen = wakeups
             let failed = false
-            const claimed = yield* store.claim({ owner, limit: free, leaseMs, workflows: versions, recover: idle }).pipe(
-              Effect.catchAll(() =>
-                Effect.sync((): ReadonlyArray<StoreModule.Claimed> => {
-                  failed = true
-                  return []
-                })
+            // With the next due time of what it did not take: a short claim needs it next, and it
+            // comes in the same round trip (a separate statement competed with the appends of the
+            // runs just claimed, on the path of every run on an idle system).
+            const { claimed, nextWakeAt } = yield* store.claimNext({ owner, limit: free, leaseMs, workflows: versions, recover: idle })
+              .pipe(
+                Effect.catchAll(() =>
+                  Effect.sync(() => {
+                    failed = true
+                    return { claimed: [], nextWakeAt: undefined }
+                  })
+                )
               )
-            )
+            knownNext = nextWakeAt
             workPending = failed || claimed.length === free || wakeups !== seen
             if (idle) recoverDue = false
             for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
@@ -438,7 +445,10 @@ export const make = <W extends Workflow.Any>(
             yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(pollMs))
             continue
           }
-          const next = yield* store.nextWakeAt(versions).pipe(Effect.orElseSucceed(() => null))
+          const next = knownNext !== undefined
+            ? knownNext
+            : yield* store.nextWakeAt(versions).pipe(Effect.orElseSucceed(() => null))
+          knownNext = undefined
           const at = yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
           const untilNext = next === null ? pollMs : Math.max(0, next.getTime() - at.getTime())
           yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(Math.min(pollMs, untilNext)))

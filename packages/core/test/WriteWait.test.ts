@@ -61,14 +61,18 @@ describe("runs waiting for their write", () => {
       assert.strictEqual(most, 1)
     }).pipe(Effect.provide(slowWrites(200))), 20_000)
 
-  it.live("on an idle system, a run costs its worker one claim", () =>
+  it.live("on an idle system, a run costs its worker one claim, which brings the next due time along", () =>
     Effect.gen(function*() {
       // Freed capacity pokes the claim loop only when a claim may find work (the last one was
-      // full, or a wake-up came since): a run that ends, or waits for its write, does not.
+      // full, or a wake-up came since): a run that ends, or waits for its write, does not. A short
+      // claim brings back when to look again: no separate lookup per run.
       let claims = 0
+      let lookups = 0
       const counting = Effect.map(Store.Store, (store): Store.StoreService => ({
         ...store,
-        claim: (params) => Effect.zipRight(Effect.sync(() => claims++), store.claim(params))
+        claim: (params) => Effect.zipRight(Effect.sync(() => claims++), store.claim(params)),
+        claimNext: (params) => Effect.zipRight(Effect.sync(() => claims++), store.claimNext(params)),
+        nextWakeAt: (workflows) => Effect.zipRight(Effect.sync(() => lookups++), store.nextWakeAt(workflows))
       }))
       const w = yield* Worker.make({ workflows: [OneStep], pollInterval: "30 seconds" }).pipe(
         Effect.provideServiceEffect(Store.Store, counting)
@@ -82,5 +86,6 @@ describe("runs waiting for their write", () => {
       }
       yield* Fiber.interrupt(worker)
       assert.isAtMost(claims - before, 10 + 1, `${claims - before} claims for 10 runs`)
+      assert.isAtMost(lookups, 1, `${lookups} separate next-due lookups for 10 runs`)
     }).pipe(Effect.provide(slowWrites(5))), 20_000)
 })

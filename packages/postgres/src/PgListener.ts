@@ -49,6 +49,15 @@ export interface PgListenerService {
    * `Listening { reconnected: false }`, emitted once the LISTEN is active on the server.
    */
   readonly listen: (channel: string) => Stream.Stream<ListenEvent, PgError.PgError | SchemaName.InvalidIdentifier>
+  /**
+   * `listen` as a callback, for as long as the scope is open: `handler` runs, as plain code, with
+   * `Listening { reconnected: false }` once the LISTEN is active, then with every event. For
+   * subscribers that only need waking, without a Stream (and its fibers) per subscription.
+   */
+  readonly subscribe: (
+    channel: string,
+    handler: (event: ListenEvent) => void
+  ) => Effect.Effect<void, PgError.PgError | SchemaName.InvalidIdentifier, Scope.Scope>
   /** Sends a NOTIFY on the listener's own connection (tests and tools; the engine notifies in its transactions). */
   readonly notify: (channel: string, payload: string) => Effect.Effect<void, PgError.PgError | SchemaName.InvalidIdentifier>
   /** How many times the connection has been re-established since the layer started. */
@@ -243,41 +252,45 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
     })
     yield* check.pipe(Effect.delay(checkMs), Effect.forever, Effect.forkScoped)
 
+    const subscribe: PgListenerService["subscribe"] = (channel, handler) =>
+      Effect.gen(function*() {
+        const name = yield* SchemaName.validateChannel(channel)
+        yield* Effect.acquireRelease(
+          Effect.gen(function*() {
+            let set = handlers.get(name)
+            const firstForChannel = set === undefined
+            if (set === undefined) {
+              set = new Set()
+              handlers.set(name, set)
+            }
+            set.add(handler)
+            if (firstForChannel) {
+              yield* Effect.tryPromise({
+                try: () => Promise.resolve(current.listenTo(name)),
+                catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
+              }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler))))
+            }
+          }),
+          () =>
+            Effect.suspend(() => {
+              const last = removeHandler(name, handler)
+              return last && !closed
+                ? Effect.promise(() => Promise.resolve(current.unlisten(name)).catch(() => undefined))
+                : Effect.void
+            })
+        )
+        // Only now is the LISTEN active: tell the subscriber it may catch up.
+        handler({ _tag: "Listening", reconnected: false })
+      })
+
     const listen: PgListenerService["listen"] = (channel) =>
       Stream.unwrapScoped(
         Effect.gen(function*() {
-          const name = yield* SchemaName.validateChannel(channel)
           // Events go through a queue the handler offers to synchronously. (Stream.asyncScoped's
           // emit runs a fiber per event: about 100 µs of CPU per NOTIFY, paid by a worker for
           // every run it ended.)
           const queue = yield* Effect.acquireRelease(Queue.unbounded<ListenEvent>(), Queue.shutdown)
-          const handler: Handler = (event) => void Queue.unsafeOffer(queue, event)
-          yield* Effect.acquireRelease(
-            Effect.gen(function*() {
-              let set = handlers.get(name)
-              const firstForChannel = set === undefined
-              if (set === undefined) {
-                set = new Set()
-                handlers.set(name, set)
-              }
-              set.add(handler)
-              if (firstForChannel) {
-                yield* Effect.tryPromise({
-                  try: () => Promise.resolve(current.listenTo(name)),
-                  catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
-                }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler))))
-              }
-            }),
-            () =>
-              Effect.suspend(() => {
-                const last = removeHandler(name, handler)
-                return last && !closed
-                  ? Effect.promise(() => Promise.resolve(current.unlisten(name)).catch(() => undefined))
-                  : Effect.void
-              })
-          )
-          // Only now is the LISTEN active: tell the user it may catch up.
-          Queue.unsafeOffer(queue, { _tag: "Listening", reconnected: false })
+          yield* subscribe(channel, (event) => void Queue.unsafeOffer(queue, event))
           return Stream.fromQueue(queue)
         })
       )
@@ -302,7 +315,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         Effect.asVoid
       )
 
-    return { listen, notify, reconnects: Effect.sync(() => reconnects) } satisfies PgListenerService
+    return { listen, subscribe, notify, reconnects: Effect.sync(() => reconnects) } satisfies PgListenerService
   })
 
 /**

@@ -86,6 +86,26 @@ interface EventRow {
   readonly at: Date | string
 }
 
+interface ClaimRow {
+  readonly id: string
+  readonly workflow: string
+  readonly version: string
+  readonly epoch: string
+  readonly attempts: number
+  readonly crashes: number
+  readonly events: ReadonlyArray<EventRow>
+}
+
+const toClaimed = (r: ClaimRow): Store.Claimed => ({
+  runId: r.id,
+  workflow: r.workflow,
+  version: r.version,
+  epoch: Number(r.epoch),
+  attempts: r.attempts,
+  crashes: r.crashes,
+  events: r.events.map(toStoredRow)
+})
+
 const toStoredRow = (row: EventRow): RunEvent.StoredRow => ({
   seq: Number(row.seq),
   type: row.type,
@@ -225,6 +245,7 @@ export const make = (options: Options = {}): Effect.Effect<
     const channel = channels(schema)
     const sql = {
       claim: Claim.claimRuns(s),
+      claimNext: Claim.claimRunsAndNext(s),
       nextWakeAt: Claim.nextWakeAt(s),
       heartbeat: Claim.heartbeat(s),
       announce: Claim.announce(s),
@@ -484,26 +505,23 @@ export const make = (options: Options = {}): Effect.Effect<
         }),
 
       claim: ({ leaseMs, limit, owner, recover, workflows }) =>
-        pool.query<{
-          id: string
-          workflow: string
-          version: string
-          epoch: string
-          attempts: number
-          crashes: number
-          events: ReadonlyArray<EventRow>
-        }>(sql.claim, [limit, ...versions(workflows), owner, leaseMs, recover === true]).pipe(
-          Effect.map((rows) =>
-            rows.map((r): Store.Claimed => ({
-              runId: r.id,
-              workflow: r.workflow,
-              version: r.version,
-              epoch: Number(r.epoch),
-              attempts: r.attempts,
-              crashes: r.crashes,
-              events: r.events.map(toStoredRow)
-            }))
-          ),
+        pool.query<ClaimRow>(sql.claim, [limit, ...versions(workflows), owner, leaseMs, recover === true]).pipe(
+          Effect.map((rows) => rows.map(toClaimed)),
+          Effect.mapError(storeError("claim"))
+        ),
+
+      claimNext: ({ leaseMs, limit, owner, recover, workflows }) =>
+        pool.query<{ [K in keyof ClaimRow]: ClaimRow[K] | null } & { next: Date | null; db_now: Date }>(
+          sql.claimNext,
+          [limit, ...versions(workflows), owner, leaseMs, recover === true]
+        ).pipe(
+          Effect.map((rows) => {
+            observe(rows[0]?.db_now)
+            return {
+              claimed: rows.flatMap((r) => (r.id === null ? [] : [toClaimed(r as ClaimRow)])),
+              nextWakeAt: rows[0]?.next ?? null
+            }
+          }),
           Effect.mapError(storeError("claim"))
         ),
 
@@ -593,6 +611,11 @@ export const make = (options: Options = {}): Effect.Effect<
           Stream.as(undefined),
           Stream.mapError(listenError)
         ),
+
+      onChanges: (runId, onHint) =>
+        listener.subscribe(channel.events, (e) => {
+          if (e._tag === "Listening" || e.payload === runId) onHint()
+        }).pipe(Effect.mapError(listenError)),
 
       activity: listener.listen(channel.log).pipe(
         Stream.retry(relisten),

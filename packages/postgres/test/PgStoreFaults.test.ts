@@ -226,3 +226,32 @@ describe("PgStore exact appends", () => {
       assert.deepStrictEqual((yield* store.read(runId, 0)).map((r) => r.type), ["RunStarted", "Emitted", "SignalReceived"], "ours once, then the signal")
     }))
 })
+
+describe("PgStore claimNext", () => {
+  it.scoped("claims like claim, and brings back when the runs it did not take come due, in one statement", () =>
+    Effect.gen(function*() {
+      const url = yield* freshDatabase
+      const { store } = yield* storeWith(url, (pool) => pool.query)
+      const workflows = [{ name: "w", version: "1" }]
+      const now = yield* store.now
+      const later = new Date(now.getTime() + 60_000)
+      const due = [crypto.randomUUID(), crypto.randomUUID()]
+      for (const runId of due) yield* store.start(started(runId))
+      yield* store.start({ ...started(crypto.randomUUID()), startAt: later })
+      const first = yield* store.claimNext({ owner: "w1", limit: 1, leaseMs: 30_000, workflows })
+      assert.strictEqual(first.claimed.length, 1)
+      assert.include(due, first.claimed[0]!.runId)
+      assert.deepStrictEqual(first.claimed[0]!.events.map((e) => e.type), ["RunStarted"])
+      // The other due run is not in the future: the delayed one is next.
+      assert.strictEqual(first.nextWakeAt?.getTime(), later.getTime())
+      const second = yield* store.claimNext({ owner: "w1", limit: 5, leaseMs: 30_000, workflows })
+      assert.deepStrictEqual(second.claimed.map((c) => c.runId), due.filter((id) => id !== first.claimed[0]!.runId))
+      // Nothing left to claim: one row, no run, and still the next due time (the leases of the runs
+      // claimed before count too: a lease that expires makes its run claimable).
+      const none = yield* store.claimNext({ owner: "w1", limit: 5, leaseMs: 30_000, workflows })
+      assert.deepStrictEqual(none.claimed, [])
+      assert.isNotNull(none.nextWakeAt)
+      assert.isAtMost(none.nextWakeAt!.getTime(), later.getTime())
+      assert.strictEqual((yield* store.claimNext({ owner: "w1", limit: 5, leaseMs: 30_000, workflows: [{ name: "x", version: "1" }] })).nextWakeAt, null)
+    }))
+})
