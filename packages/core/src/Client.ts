@@ -75,30 +75,33 @@ export const startParams = <W extends Workflow.Any>(
   input: Workflow.Input<W>,
   options: StartOptions = {}
 ): Effect.Effect<StoreModule.StartParams, InvalidInput> =>
-  Effect.gen(function*() {
-    const json = yield* Json.encode(Workflow.schemaOf(workflow.input), input, "workflow input").pipe(
-      Effect.mapError((e) => new InvalidInput({ workflow: workflow.name, reason: e.reason + ` (at ${e.path})` }))
-    )
-    const tags = options.tags ?? []
-    const started = RunEvent.toStored({
-      _tag: "RunStarted",
-      workflow: workflow.name,
-      version: workflow.version,
-      input: json,
-      tags,
-      ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey })
-    })
-    return {
-      runId: crypto.randomUUID(),
-      workflow: workflow.name,
-      version: workflow.version,
-      started,
-      input: json,
-      idempotencyKey: options.idempotencyKey,
-      tags,
-      startAt: options.startAt
-    }
+  Json.encode(Workflow.schemaOf(workflow.input), input, "workflow input").pipe(
+    Effect.mapError((e) => new InvalidInput({ workflow: workflow.name, reason: e.reason + ` (at ${e.path})` })),
+    Effect.map((json) => paramsOf(workflow, json, options))
+  )
+
+/** The start of a run whose input is already encoded. */
+const paramsOf = (workflow: Workflow.Any, json: Json.Json, options: StartOptions): StoreModule.StartParams => {
+  const tags = options.tags ?? []
+  const started = RunEvent.toStored({
+    _tag: "RunStarted",
+    workflow: workflow.name,
+    version: workflow.version,
+    input: json,
+    tags,
+    ...(options.idempotencyKey === undefined ? {} : { idempotencyKey: options.idempotencyKey })
   })
+  return {
+    runId: crypto.randomUUID(),
+    workflow: workflow.name,
+    version: workflow.version,
+    started,
+    input: json,
+    idempotencyKey: options.idempotencyKey,
+    tags,
+    startAt: options.startAt
+  }
+}
 
 /**
  * Starts a run of `workflow` with `input`, validated by the workflow's input Schema before anything
@@ -108,10 +111,13 @@ export const startParams = <W extends Workflow.Any>(
  * @category operations
  */
 export const start = <W extends Workflow.Any>(workflow: W, input: Workflow.Input<W>, options: StartOptions = {}) =>
-  Effect.gen(function*() {
-    const store = yield* Store
-    const params = yield* Effect.locally(startParams(workflow, input, options), Json.maxBytes, store.limits.input)
-    return yield* store.start(params)
+  Effect.flatMap(Store, (store) => {
+    // As plain code when the input Schema allows it (the common case: every start goes through
+    // here); otherwise, and to word a refusal, as an Effect under the input limit.
+    const json = Json.encodeFast(Workflow.schemaOf(workflow.input), input, store.limits.input)
+    return json !== undefined
+      ? store.start(paramsOf(workflow, json, options))
+      : Effect.flatMap(Effect.locally(startParams(workflow, input, options), Json.maxBytes, store.limits.input), store.start)
   })
 
 /**

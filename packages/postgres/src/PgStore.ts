@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import type { Redacted } from "effect"
-import { Deferred, Effect, Either, Layer, Schedule, Stream } from "effect"
+import { Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
 import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Batcher from "./internal/batcher.js"
@@ -397,7 +397,7 @@ export const make = (options: Options = {}): Effect.Effect<
       Effect.gen(function*() {
         if (batch.length === 1) {
           const only = batch[0]!
-          yield* Deferred.complete(only.deferred, appendOrRecover(only.params))
+          yield* Batcher.complete(only, appendOrRecover(only.params))
           return
         }
         const events = batch.flatMap(({ params }) => params.events.map((e, i) => ({ runId: params.runId, ord: i + 1, e })))
@@ -422,7 +422,7 @@ export const make = (options: Options = {}): Effect.Effect<
         if (Either.isLeft(result)) {
           // The batch failed, perhaps after committing: each run looks for its own events before
           // appending again, alone.
-          yield* Effect.forEach(batch, (p) => Deferred.complete(p.deferred, recoverOrAppend(p.params)), { discard: true })
+          yield* Effect.forEach(batch, (p) => Batcher.complete(p, recoverOrAppend(p.params)), { discard: true })
           return
         }
         const byRun = new Map<string, Array<RunEvent.StoredRow>>()
@@ -431,18 +431,25 @@ export const make = (options: Options = {}): Effect.Effect<
           list.push(toStoredRow(row))
           byRun.set(row.run_id, list)
         }
-        yield* Effect.forEach(batch, ({ deferred, params }) => {
+        // Most appends come back whole: answered as plain code; the rest each with a statement.
+        const others: Array<Effect.Effect<void>> = []
+        for (const pending of batch) {
+          const { params } = pending
           const rows = byRun.get(params.runId)
           if (rows !== undefined && rows.length > 0 && Faults.hit("after-commit-before-ack", { runId: params.runId })) {
-            return Deferred.complete(deferred, recoverOrAppend(params))
+            others.push(Batcher.complete(pending, recoverOrAppend(params)))
+          } else if (rows === undefined || rows.length === 0) {
+            others.push(Batcher.complete(pending, refused(params)))
+          } else if (contiguous(rows, params.afterSeq)) {
+            pending.done(Exit.succeed(Either.right(rows)))
+          } else {
+            others.push(Batcher.complete(
+              pending,
+              readThrough(params.runId, params.afterSeq, rows).pipe(Effect.map((all) => Either.right(all) as AppendResult))
+            ))
           }
-          if (rows === undefined || rows.length === 0) return Deferred.complete(deferred, refused(params))
-          if (contiguous(rows, params.afterSeq)) return Deferred.succeed(deferred, Either.right(rows))
-          return Deferred.complete(
-            deferred,
-            readThrough(params.runId, params.afterSeq, rows).pipe(Effect.map((all) => Either.right(all) as AppendResult))
-          )
-        }, { discard: true })
+        }
+        if (others.length > 0) yield* Effect.all(others, { discard: true })
       })
 
     /** The next batch: a run at most once per batch; its later append waits for the next one. */
@@ -476,7 +483,9 @@ export const make = (options: Options = {}): Effect.Effect<
         // A wake-up that cannot be sent is made up for by the workers' polling: the start stands.
         return pool.query(Start.notifyQuickly, [pairs.map(([c]) => c), pairs.map(([, p]) => p)]).pipe(
           Effect.ignore,
-          Effect.zipRight(Effect.forEach(batch, (n) => Deferred.succeed(n.deferred, undefined), { discard: true }))
+          Effect.zipRight(Effect.sync(() => {
+            for (const n of batch) n.done(Exit.void)
+          }))
         )
       }
     )
