@@ -81,6 +81,11 @@ export interface Options {
    */
   readonly inMemoryWait?: Duration.DurationInput
   /**
+   * Asked at each wait that `inMemoryWait` would keep in memory: false releases the run instead
+   * (a worker making room to become idle). Default: always true.
+   */
+  readonly holdInMemory?: () => boolean
+  /**
    * Asked before any new work starts. Once true (the worker is shutting down), the execution lets
    * running step attempts finish and record, then gives the run back instead of going on.
    */
@@ -713,7 +718,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         return []
       })
       const earliest = dues.length > 0 ? Math.min(...dues) : undefined
-      if (earliest !== undefined && earliest - at.getTime() <= inMemoryWait) {
+      if (earliest !== undefined && earliest - at.getTime() <= inMemoryWait && options.holdInMemory?.() !== false) {
         timers.push(yield* Effect.forkDaemon(Effect.sleep(Math.max(0, earliest - at.getTime())).pipe(Effect.tap(() => signalWake()))))
         if (!memoryWaiting) {
           memoryWaiting = true

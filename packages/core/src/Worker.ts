@@ -203,6 +203,22 @@ export const make = <W extends Workflow.Any>(
       }
     })
 
+    // A run whose worker died is recovered alone, by a worker with nothing in flight (see `run`).
+    // While a busy worker waits to become idle for one, its executions give their runs back at
+    // their next wait instead of waiting in memory: otherwise a run with short sleeps stays held
+    // for the rest of its life, and recoveries waited for every held run to finish (the full chaos
+    // profile's drain outlasted its 90 s).
+    let makingRoom = false
+
+    /**
+     * Stops holding a run once its execution is over: only if the entry is still this claim's (the
+     * run may have been claimed again, by this worker, since the execution gave it back; deleting
+     * that newer entry would stop its heartbeat and let its lease expire under it).
+     */
+    const forget = (claimed: StoreModule.Claimed) => {
+      if (held.get(claimed.runId)?.claimed === claimed) held.delete(claimed.runId)
+    }
+
     /** Executes a claimed run; never fails on the run's account. */
     const executeOne = (
       claimed: StoreModule.Claimed,
@@ -232,6 +248,7 @@ export const make = <W extends Workflow.Any>(
             workflow,
             context,
             inMemoryWait,
+            holdInMemory: () => !makingRoom,
             stopping: () => stopping,
             leaseLost: () => entry.lost,
             attemptSlot,
@@ -267,7 +284,7 @@ export const make = <W extends Workflow.Any>(
         executed.push(
           ...(yield* Effect.forEach(
             claimed,
-            (c) => executeOne(c).pipe(Effect.ensuring(Effect.sync(() => held.delete(c.runId)))),
+            (c) => executeOne(c).pipe(Effect.ensuring(Effect.sync(() => forget(c)))),
             { concurrency }
           ))
         )
@@ -370,6 +387,7 @@ export const make = <W extends Workflow.Any>(
             yield* Effect.sleep(heartbeatMs)
             if (inFlight > 0 && !recoverDue) {
               recoverDue = yield* store.recoverable(versions).pipe(Effect.orElseSucceed(() => false))
+              makingRoom = recoverDue
             }
           }
         }).pipe(Effect.forkScoped)
@@ -378,7 +396,7 @@ export const make = <W extends Workflow.Any>(
         let knownNext: Date | null | undefined
         while (true) {
           const idle = inFlight === 0
-          const free = alone || (recoverDue && !idle)
+          const free: number = alone || (recoverDue && !idle)
             ? 0
             : Math.min(
               concurrency - (inFlight - memoryWaiting - writeWaiting),
@@ -402,10 +420,14 @@ export const make = <W extends Workflow.Any>(
               )
             knownNext = nextWakeAt
             workPending = failed || claimed.length === free || wakeups !== seen
-            if (idle) recoverDue = false
             for (const c of claimed) Faults.hit("after-claim", { owner, runId: c.runId })
-            const recovering = claimed.length === 1 && claimed[0]!.crashes > 0
+            const recovering: boolean = claimed.length === 1 && claimed[0]!.crashes > 0
             if (recovering) alone = true
+            // An idle claim recovers a run if one is waiting. Then there may be more (a dead worker
+            // leaves all its runs): stay idle but for that run and recover the next one as soon as
+            // it is over, rather than claim others and wait to be idle again for each. (Recovering
+            // a dead worker's runs one idle spell at a time took minutes on the chaos profile.)
+            if (idle) recoverDue = makingRoom = recovering
             // Alone until it appends: once it wrote something new it got past the point where its
             // worker died (replay reaches it again first), and others may run beside it.
             const pastIt = () => {
@@ -430,7 +452,7 @@ export const make = <W extends Workflow.Any>(
               // Once it is over, whichever way: as plain code, at the fiber's end (an `ensuring` in
               // it costs a scoped region per run).
               fiber.addObserver(() => {
-                held.delete(c.runId)
+                forget(c)
                 inFlight--
                 if (recovering) pastIt()
                 if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)

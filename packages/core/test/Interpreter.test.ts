@@ -203,6 +203,51 @@ describe("leases", () => {
     }).pipe(Effect.provide(StoreLayer)))
 })
 
+describe("recovering a dead worker's run", () => {
+  it.live("a busy worker gives its runs back at their next wait instead of holding them in memory, and recovers the runs one after the other", () =>
+    Effect.gen(function*() {
+      // Runs that sleep briefly, many times: held in memory, each would keep the worker busy for
+      // its whole life, and the recovery (which waits for an idle worker) with it.
+      const Napper = Workflow.make({ name: "napper", version: 1, input: Schema.Int, success: Schema.Int }, (n) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 16; i++) {
+            yield* Step.run(`step-${i}`, Effect.succeed(i))
+            yield* Workflow.sleep(`nap-${i}`, "250 millis")
+          }
+          return n
+        }))
+      const Orphan = Workflow.make({ name: "orphan", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Step.run("only", Effect.succeed("recovered")))
+      const store = yield* Store.Store
+      // A worker that claims three orphans and dies: their leases (1 s) expire, nobody extends them.
+      const orphans: Array<string> = []
+      for (let i = 0; i < 3; i++) orphans.push((yield* Client.start(Orphan, undefined)).runId)
+      const dead = yield* store.claim({ owner: "dead", limit: 3, leaseMs: 1_000, workflows: [{ name: "orphan", version: "1" }] })
+      assert.strictEqual(dead.length, 3)
+      for (let n = 0; n < 4; n++) yield* Client.start(Napper, n)
+      const results: Array<string> = []
+      const w = yield* worker([Napper, Orphan], {
+        inMemoryWait: "1 second",
+        heartbeatInterval: "1 second",
+        leaseDuration: "5 seconds",
+        pollInterval: "200 millis"
+      })
+      const running = yield* Effect.fork(w.run((e) => Effect.sync(() => results.push(e.result._tag))))
+      const started = Date.now()
+      // Held in memory, the nappers take about 16 x 250 ms = 4 s; the orphans are due at 1 s, and
+      // are recovered one after the other, each alone.
+      for (const orphan of orphans) {
+        assert.strictEqual(yield* Client.result(Orphan, orphan).pipe(Effect.timeout("10 seconds")), "recovered")
+      }
+      const recoveredAfter = Date.now() - started
+      yield* Fiber.interrupt(running)
+      // Due at 1 s, found at the next heartbeat; held in memory instead, the nappers kept the worker
+      // busy until they ended, past 4 s.
+      assert.isBelow(recoveredAfter, 2_500, `recovered after ${recoveredAfter} ms`)
+      assert.include(results, "Suspended", "the nappers were given back at a wait")
+    }).pipe(Effect.provide(StoreLayer)), 30_000)
+})
+
 describe("graceful shutdown", () => {
   it.effect("keeps heartbeating while a running step finishes, then hands the run over", () =>
     Effect.gen(function*() {
