@@ -20,6 +20,20 @@ SELECT id, workflow, version, epoch, attempts, crashes, events
 FROM ${s}.claim_runs($1::int, $2::text[], $3::text[], $4::text, $5::bigint, $6::boolean)`
 
 /**
+ * The earliest future moment a run of these versions becomes claimable (a wait that comes due, or
+ * a lease that expires), with the versions' names and numbers in the parameters \`names\` and
+ * \`versions\`.
+ */
+const nextDue = (s: string, names: string, versions: string) => `least(
+  (SELECT min(wake_at) FROM ${s}.runs
+   WHERE status IN ('pending', 'waiting') AND wake_at > now()
+     AND (workflow, version) IN (SELECT w, v FROM unnest(${names}::text[], ${versions}::text[]) AS t(w, v))),
+  (SELECT min(lease_until) FROM ${s}.runs
+   WHERE status = 'running' AND lease_until > now()
+     AND (workflow, version) IN (SELECT w, v FROM unnest(${names}::text[], ${versions}::text[]) AS t(w, v)))
+)`
+
+/**
  * The claim, and in the same statement the earliest future moment another run of these versions
  * becomes claimable (\`nextWakeAt\`): a worker whose claim came back short asks for both, in one
  * round trip instead of two. The outer query's snapshot is taken before the claim's updates, so the
@@ -31,28 +45,14 @@ WITH claimed AS (
   SELECT id, workflow, version, epoch, attempts, crashes, events
   FROM ${s}.claim_runs($1::int, $2::text[], $3::text[], $4::text, $5::bigint, $6::boolean)
 ), next AS (
-  SELECT least(
-    (SELECT min(wake_at) FROM ${s}.runs
-     WHERE status IN ('pending', 'waiting') AND wake_at > now()
-       AND (workflow, version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v))),
-    (SELECT min(lease_until) FROM ${s}.runs
-     WHERE status = 'running' AND lease_until > now()
-       AND (workflow, version) IN (SELECT w, v FROM unnest($2::text[], $3::text[]) AS t(w, v)))
-  ) AS next, now() AS db_now
+  SELECT ${nextDue(s, "$2", "$3")} AS next, now() AS db_now
 )
 SELECT c.id, c.workflow, c.version, c.epoch, c.attempts, c.crashes, c.events, n.next, n.db_now
 FROM next n LEFT JOIN claimed c ON true`
 
 /** The earliest future moment a run of these versions becomes claimable. */
 export const nextWakeAt = (s: string) => `
-SELECT least(
-  (SELECT min(wake_at) FROM ${s}.runs
-   WHERE status IN ('pending', 'waiting') AND wake_at > now()
-     AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v))),
-  (SELECT min(lease_until) FROM ${s}.runs
-   WHERE status = 'running' AND lease_until > now()
-     AND (workflow, version) IN (SELECT w, v FROM unnest($1::text[], $2::text[]) AS t(w, v)))
-) AS next, now() AS db_now`
+SELECT ${nextDue(s, "$1", "$2")} AS next, now() AS db_now`
 
 /**
  * One statement per worker per interval extends the leases of every run it holds, each matched by
