@@ -66,7 +66,6 @@ export const replay = (
       send: () => unexpected("send"),
       read: () => Effect.succeed([]),
       get: () => unexpected("get the run"),
-      changes: () => Stream.never,
       onChanges: () => Effect.void,
       events: Stream.never,
       wakeups: Stream.never,

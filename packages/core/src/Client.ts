@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import { Cause, Chunk, Duration, Effect, Either, Option, Queue, Schema, Stream } from "effect"
+import { Latch } from "./internal/latch.js"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
 import * as RunState from "./RunState.js"
@@ -193,34 +194,12 @@ export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
     // could not be subscribed to at all. The hints arrive as a callback: a Stream per result cost
     // more CPU than the rest of the call.
     const row = yield* Effect.scoped(Effect.gen(function*() {
-      let hinted = false
-      let waiter: ((effect: Effect.Effect<void>) => void) | undefined
-      let backstop: ReturnType<typeof setTimeout> | undefined
-      const stopWaiting = () => {
-        clearTimeout(backstop)
-        backstop = undefined
-        waiter = undefined
-      }
-      const onHint = () => {
-        const resume = waiter
-        if (resume === undefined) {
-          hinted = true
-          return
-        }
-        stopWaiting()
-        resume(Effect.void)
-      }
-      const subscribed = yield* Effect.either(store.onChanges(runId, onHint))
-      if (Either.isLeft(subscribed)) hinted = true // look now, then every second
-      const nextHint = Effect.async<void>((resume) => {
-        if (hinted) return resume(Effect.void)
-        waiter = resume
-        backstop = setTimeout(onHint, 1_000)
-        return Effect.sync(stopWaiting)
-      })
+      const hint = new Latch()
+      const subscribed = yield* Effect.either(store.onChanges(runId, hint.open))
+      if (Either.isLeft(subscribed)) hint.open() // look now, then every second
       while (true) {
-        yield* nextHint
-        hinted = false
+        yield* hint.awaitAtMost(1_000)
+        hint.close()
         const row = yield* store.get(runId)
         if (terminal(row.status)) return row
       }

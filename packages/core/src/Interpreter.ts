@@ -23,12 +23,13 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Option, Runtime, Schema, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Either, Exit, Fiber, Option, Runtime, Schema, Scope } from "effect"
 import type { AttemptOutcome, ExecutionService } from "./Execution.js"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
 import type { Request, Resolution, StepRequest } from "./internal/ledger.js"
 import { Ledger, NonDeterminism } from "./internal/ledger.js"
+import { Latch } from "./internal/latch.js"
 import { WorkflowScheduler } from "./internal/scheduler.js"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
@@ -162,25 +163,8 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
     const { claimed, store, workflow } = options
     const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
     // Open when the driver has something to look at; it closes it before each pass.
-    // (A latch, by hand: Effect's Latch wraps every wait in an interruption handler, several of
-    // which every run paid for. Nothing needs cleaning up if the driver is interrupted while it
-    // waits: a later signal finds a resume that has been called already, which is ignored.)
-    let wakeOpen = false
-    let wakeWaiter: ((effect: Effect.Effect<void>) => void) | undefined
-    const signalWake = () => {
-      const waiter = wakeWaiter
-      if (waiter === undefined) {
-        wakeOpen = true
-        return
-      }
-      wakeWaiter = undefined
-      waiter(Effect.void)
-    }
-    /** Waits until the latch is open (the driver closes it as it starts its next pass). */
-    const awaitWake = Effect.async<void>((resume) => {
-      if (wakeOpen) resume(Effect.void)
-      else wakeWaiter = resume
-    })
+    const wake = new Latch()
+    const signalWake = wake.open
     const scheduler = new WorkflowScheduler(signalWake)
 
     // ---- the log as this execution knows it --------------------------------------------------
@@ -751,21 +735,21 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       signalWake()
     }
     const unsubscribe = options.hints?.(onHint)
-    const follow = unsubscribe === undefined
-      ? yield* store.changes(claimed.runId).pipe(
-        Stream.drop(1),
-        Stream.runForEach(() => Effect.sync(onHint)),
-        Effect.ignore,
-        Effect.forkDaemon
-      )
-      : undefined
+    const follow = unsubscribe === undefined ? yield* Scope.make() : undefined
+    if (follow !== undefined) {
+      let first = true
+      yield* store.onChanges(claimed.runId, () => {
+        if (first) first = false
+        else onHint()
+      }).pipe(Scope.extend(follow), Effect.ignore)
+    }
 
     const result = yield* Effect.gen(function*() {
       while (true) {
         const done = yield* iterate
         if (Option.isSome(done)) return done.value
-        yield* awaitWake
-        wakeOpen = false
+        yield* wake.await
+        wake.close()
       }
     }).pipe(
       Effect.ensuring(
@@ -773,7 +757,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           unsubscribe?.()
           // Most executions end with nothing left running: then this is plain code.
           const left: Array<Effect.Effect<void>> = []
-          if (follow) left.push(Effect.asVoid(Fiber.interrupt(follow)))
+          if (follow) left.push(Scope.close(follow, Exit.void))
           if (timers.length > 0) left.push(Fiber.interruptAll(timers))
           if (program !== undefined) left.push(stopProgram)
           left.push(ledger.interruptAttempts())

@@ -391,17 +391,7 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
           Effect.forever,
           Effect.forkScoped
         )
-      }),
-
-    changes: (runId) =>
-      Stream.unwrapScoped(
-        Effect.map(PubSub.subscribe(hub), (subscription) =>
-          // Subscribed first, then the "catch up now" element.
-          Stream.concat(
-            Stream.make(undefined),
-            Stream.fromQueue(subscription).pipe(Stream.filter((id) => id === runId), Stream.as(undefined))
-          ))
-      )
+      })
   }
   return service
 })

@@ -321,14 +321,10 @@ export interface StoreService {
   readonly read: (runId: string, afterSeq: number) => Effect.Effect<ReadonlyArray<RunEvent.StoredRow>, RunNotFound | StoreError>
   readonly get: (runId: string) => Effect.Effect<RunRow, RunNotFound | StoreError>
   /**
-   * Hints that the run has new events (never the events themselves). The first element comes once
-   * the subscription is active: read then, so that nothing written just before is missed.
-   */
-  readonly changes: (runId: string) => Stream.Stream<void, StoreError>
-  /**
-   * `changes` as a callback, for as long as the scope is open: `onHint` runs, as plain code, once
-   * the subscription is active and then whenever the run may have new events. For waiters that
-   * only need waking (`Client.result`): a Stream per wait costs more than the wait itself.
+   * Hints that the run has new events (never the events themselves), for as long as the scope is
+   * open: `onHint` runs, as plain code, once the subscription is active (read then, so that nothing
+   * written just before is missed) and then whenever the run may have new events. A callback, not
+   * a Stream: for `Client.result` a Stream per wait cost more than the wait itself.
    */
   readonly onChanges: (runId: string, onHint: () => void) => Effect.Effect<void, StoreError, Scope.Scope>
   /**

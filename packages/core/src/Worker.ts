@@ -203,12 +203,14 @@ export const make = <W extends Workflow.Any>(
       }
     })
 
-    // A run whose worker died is recovered alone, by a worker with nothing in flight (see `run`).
-    // While a busy worker waits to become idle for one, its executions give their runs back at
-    // their next wait instead of waiting in memory: otherwise a run with short sleeps stays held
-    // for the rest of its life, and recoveries waited for every held run to finish (the full chaos
-    // profile's drain outlasted its 90 s).
-    let makingRoom = false
+    // A run whose previous worker died holding it is recovered only when nothing else runs here,
+    // and runs alone: if it kills this worker too, no other run is counted as crashed with it, so a
+    // crash loop reaches the crash limit alone. A busy worker that learns of such a run (checked
+    // once per heartbeat interval, in `run`) stops claiming until it is idle, and meanwhile its
+    // executions give their runs back at their next wait instead of waiting in memory: otherwise a
+    // run with short sleeps stays held for the rest of its life, and recoveries waited for every
+    // held run to finish (the full chaos profile's drain outlasted its 90 s).
+    let recoverDue = false
 
     /**
      * Stops holding a run once its execution is over: only if the entry is still this claim's (the
@@ -248,7 +250,7 @@ export const make = <W extends Workflow.Any>(
             workflow,
             context,
             inMemoryWait,
-            holdInMemory: () => !makingRoom,
+            holdInMemory: () => !recoverDue,
             stopping: () => stopping,
             leaseLost: () => entry.lost,
             attemptSlot,
@@ -341,7 +343,9 @@ export const make = <W extends Workflow.Any>(
         // expired leases, are found by the timer and the poll, as before.
         let wakeups = 0
         let workPending = true
-        const pokeIfWork = Effect.suspend(() => (workPending || recoverDue ? poke : Effect.void))
+        const pokeIfWork = () => {
+          if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)
+        }
         // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
         // shutdown below waits for running steps.
         yield* announce
@@ -376,22 +380,17 @@ export const make = <W extends Workflow.Any>(
                 cause
               )
             )
-        // A run whose previous worker died holding it is recovered only when nothing else runs
-        // here, and runs alone: if it kills this worker too, no other run is counted as crashed
-        // with it, so a crash loop reaches the crash limit alone. A busy worker that learns of
-        // such a run (checked once per heartbeat interval) stops claiming until it is idle.
-        let recoverDue = false
+        // Recovering alone (see `recoverDue`): nothing else is claimed until the run appends.
         let alone = false
         yield* Effect.gen(function*() {
           while (true) {
             yield* Effect.sleep(heartbeatMs)
             if (inFlight > 0 && !recoverDue) {
               recoverDue = yield* store.recoverable(versions).pipe(Effect.orElseSucceed(() => false))
-              makingRoom = recoverDue
             }
           }
         }).pipe(Effect.forkScoped)
-        yield* Queue.take(capacity).pipe(Effect.zipRight(pokeIfWork), Effect.forever, Effect.forkScoped)
+        yield* Queue.take(capacity).pipe(Effect.zipRight(Effect.sync(pokeIfWork)), Effect.forever, Effect.forkScoped)
         /** The next due time the last claim brought back, until used. */
         let knownNext: Date | null | undefined
         while (true) {
@@ -427,7 +426,7 @@ export const make = <W extends Workflow.Any>(
             // leaves all its runs): stay idle but for that run and recover the next one as soon as
             // it is over, rather than claim others and wait to be idle again for each. (Recovering
             // a dead worker's runs one idle spell at a time took minutes on the chaos profile.)
-            if (idle) recoverDue = makingRoom = recovering
+            if (idle) recoverDue = recovering
             // Alone until it appends: once it wrote something new it got past the point where its
             // worker died (replay reaches it again first), and others may run beside it.
             const pastIt = () => {
@@ -455,7 +454,7 @@ export const make = <W extends Workflow.Any>(
                 forget(c)
                 inFlight--
                 if (recovering) pastIt()
-                if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)
+                pokeIfWork()
               })
             }
             if (recovering) continue

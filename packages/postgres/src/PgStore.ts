@@ -613,14 +613,6 @@ export const make = (options: Options = {}): Effect.Effect<
 
       // A LISTEN that fails (its connection is being replaced) is tried again: each new
       // subscription starts with "catch up now", so nothing is missed in between.
-      changes: (runId) =>
-        listener.listen(channel.events).pipe(
-          Stream.retry(relisten),
-          Stream.filter((e) => e._tag === "Listening" || e.payload === runId),
-          Stream.as(undefined),
-          Stream.mapError(listenError)
-        ),
-
       onChanges: (runId, onHint) =>
         listener.subscribe(channel.events, (e) => {
           if (e._tag === "Listening" || e.payload === runId) onHint()
