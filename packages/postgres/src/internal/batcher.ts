@@ -17,24 +17,39 @@ export const complete = <P, A, E>(pending: Pending<P, A, E>, effect: Effect.Effe
   Effect.map(Effect.exit(effect), pending.done)
 
 /**
- * A function that queues `params` and waits for its answer. `take` removes the next batch from the
- * queue (at least one entry); `write` writes it and ends every entry's wait.
+ * Queues `params` and waits for its answer, or (`post`) queues them without waiting. `take`
+ * removes the next batch from the queue (at least one entry); `write` writes it and ends every
+ * entry's wait.
  *
  * (The wait is a bare callback, not a Deferred: a Deferred's wait is wrapped in an interruption
  * handler, which every append paid for. A caller interrupted while it waits leaves its entry to be
  * written all the same, as before; its answer goes nowhere.)
  */
+export interface Batcher<P, A, E> {
+  (params: P): Effect.Effect<A, E>
+  /** Queues `params` to be written with the next batch, and returns at once. */
+  readonly post: (params: P) => Effect.Effect<void>
+}
+
+const ignore = () => {}
+
 export const make = <P, A, E>(
   take: (queue: Array<Pending<P, A, E>>) => Array<Pending<P, A, E>>,
   write: (batch: ReadonlyArray<Pending<P, A, E>>) => Effect.Effect<void>
-): (params: P) => Effect.Effect<A, E> => {
+): Batcher<P, A, E> => {
   const queue: Array<Pending<P, A, E>> = []
   let flushing = false
   const flush: Effect.Effect<void> = Effect.gen(function*() {
     while (queue.length > 0) yield* write(take(queue))
     flushing = false
   })
-  return (params) =>
+  /** Starts the writer unless it runs (it takes what is queued before it stops). */
+  const withWriter = (then: Effect.Effect<any, any>) => {
+    if (flushing) return then
+    flushing = true
+    return Effect.zipRight(Effect.forkDaemon(flush), then)
+  }
+  const batcher = (params: P) =>
     Effect.suspend(() => {
       let answer: Exit.Exit<A, E> | undefined
       let resume: ((effect: Effect.Effect<A, E>) => void) | undefined
@@ -46,12 +61,15 @@ export const make = <P, A, E>(
           resume?.(exit)
         }
       })
-      const wait = Effect.async<A, E>((r) => {
+      return withWriter(Effect.async<A, E>((r) => {
         if (answer !== undefined) r(answer)
         else resume = r
-      })
-      if (flushing) return wait
-      flushing = true
-      return Effect.zipRight(Effect.forkDaemon(flush), wait)
+      }))
     })
+  const post = (params: P) =>
+    Effect.suspend(() => {
+      queue.push({ params, done: ignore })
+      return withWriter(Effect.void)
+    })
+  return Object.assign(batcher, { post }) as Batcher<P, A, E>
 }
