@@ -227,6 +227,38 @@ describe("wake-ups", () => {
         }
       })), 30_000)
 
+  it.scopedLive("a run's end is announced on _ended, not on the _events channel workers listen to", () =>
+    withEngine((url) =>
+      Effect.gen(function*() {
+        // Workers listen to `_events` (signals and cancels for the runs they hold); a run's end
+        // goes to `_ended`, for `result`. Announced on `_events`, every run's end reached every
+        // worker: a sixth of a one-step run's CPU.
+        const channels = PgStore.channels("chronicle")
+        const heard = { events: [] as Array<string>, ended: new Set<string>() }
+        const listener = new pg.Client({ connectionString: url })
+        yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+        listener.on("notification", (n) => {
+          if (n.channel === channels.events) heard.events.push(n.payload ?? "")
+          if (n.channel === channels.ended) heard.ended.add(n.payload ?? "")
+        })
+        yield* Effect.promise(() => listener.query(`LISTEN ${channels.events}; LISTEN ${channels.ended}`))
+        const started = yield* Effect.forEach(Array.from({ length: 20 }, (_, i) => i), (i) => Client.start(Quick, i), {
+          concurrency: 5
+        })
+        // Waiting since before the worker runs, `result` hears each end. Without the hint its
+        // one-second backstop answers, which reads 1 s after the wait began: at t0 + 900 ms.
+        const results = yield* Effect.forkScoped(Effect.forEach(started, ({ runId }) => Client.result(Quick, runId), { concurrency: 20 }))
+        yield* Effect.sleep("1100 millis")
+        const t0 = Date.now()
+        const w = yield* Worker.make({ workflows: [Quick] })
+        yield* Effect.forkScoped(w.run())
+        yield* Fiber.join(results)
+        assert.isBelow(Date.now() - t0, 650)
+        for (let i = 0; i < 50 && heard.ended.size < started.length; i++) yield* Effect.sleep("20 millis")
+        assert.deepStrictEqual(started.filter(({ runId }) => !heard.ended.has(runId)), [])
+        assert.deepStrictEqual(heard.events, [])
+      })), 30_000)
+
   it.scopedLive("the poll keeps runs moving while the LISTEN connection is being killed", () =>
     withEngine(() =>
       Effect.gen(function*() {
