@@ -147,6 +147,10 @@ export const make = <W extends Workflow.Any>(
     // (claim 10, run 10, write 10), idle for a third of the time during W1. They still count
     // against three times `concurrency` (claim, run and write overlap; twice drained W1 about 15%
     // slower). Step attempts, though, never run more than `concurrency` at once: each takes a permit.
+    // The other executions may number twice `concurrency`: the next batch is claimed while one
+    // runs, and is in hand when it goes to its write (a claim's round trip left the worker idle
+    // for a quarter of W1; with the batch ahead, W1 drained 3,040 runs/s against 2,470 on the
+    // service Postgres). A claim still takes at most `concurrency` runs.
     let writeWaiting = 0
     const attemptSlot = new Permits(concurrency)
     const maxHeld = concurrency * 100
@@ -398,7 +402,8 @@ export const make = <W extends Workflow.Any>(
           const free: number = alone || (recoverDue && !idle)
             ? 0
             : Math.min(
-              concurrency - (inFlight - memoryWaiting - writeWaiting),
+              concurrency,
+              2 * concurrency - (inFlight - memoryWaiting - writeWaiting),
               3 * concurrency - (inFlight - memoryWaiting),
               maxHeld - inFlight
             )
