@@ -85,6 +85,12 @@ export interface Options {
   readonly checkTimeout?: Duration.DurationInput
   /** Longest pause between reconnect attempts (they back off from 100 ms). Default 5 seconds. */
   readonly maxReconnectDelay?: Duration.DurationInput
+  /**
+   * How long a channel stays LISTENed after its last subscriber left, so that the next one finds
+   * it active. Default 10 seconds. (`Client.result` subscribes once per call: with a LISTEN and an
+   * UNLISTEN each time, two round trips, one of them before it could look at the run.)
+   */
+  readonly unlistenAfter?: Duration.DurationInput
   readonly applicationName?: string
 }
 
@@ -102,7 +108,11 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
       ? Redacted.value(options.connectionString)
       : options.connectionString
     const maxDelay = Duration.toMillis(options.maxReconnectDelay ?? "5 seconds")
+    const unlistenMs = Duration.toMillis(options.unlistenAfter ?? "10 seconds")
+    // Channels LISTENed, with their subscribers; a channel whose last subscriber left stays (with
+    // none) until its UNLISTEN timer fires.
     const handlers = new Map<string, Set<Handler>>()
+    const unlistenTimers = new Map<string, ReturnType<typeof setTimeout>>()
     let reconnects = 0
     let closed = false
     const runtime = yield* Effect.runtime<never>()
@@ -228,6 +238,8 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
       () =>
         Effect.sync(() => {
           closed = true
+          for (const timer of unlistenTimers.values()) clearTimeout(timer)
+          unlistenTimers.clear()
         }).pipe(
           Effect.zipRight(Effect.promise(() => current.close().catch(() => undefined))),
           Effect.timeoutOption("5 seconds")
@@ -264,6 +276,11 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
               handlers.set(name, set)
             }
             set.add(handler)
+            const timer = unlistenTimers.get(name)
+            if (timer !== undefined) {
+              clearTimeout(timer)
+              unlistenTimers.delete(name)
+            }
             if (firstForChannel) {
               yield* Effect.tryPromise({
                 try: () => Promise.resolve(current.listenTo(name)),
@@ -272,11 +289,20 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
             }
           }),
           () =>
-            Effect.suspend(() => {
-              const last = removeHandler(name, handler)
-              return last && !closed
-                ? Effect.promise(() => Promise.resolve(current.unlisten(name)).catch(() => undefined))
-                : Effect.void
+            Effect.sync(() => {
+              const set = handlers.get(name)
+              if (set === undefined) return
+              set.delete(handler)
+              if (set.size > 0 || closed || unlistenTimers.has(name)) return
+              // The last one: UNLISTEN later, unless someone subscribes meanwhile.
+              const timer = setTimeout(() => {
+                unlistenTimers.delete(name)
+                if (handlers.get(name)?.size !== 0 || closed) return
+                handlers.delete(name)
+                Promise.resolve(current.unlisten(name)).catch(() => undefined)
+              }, unlistenMs)
+              timer.unref()
+              unlistenTimers.set(name, timer)
             })
         )
         // Only now is the LISTEN active: tell the subscriber it may catch up.

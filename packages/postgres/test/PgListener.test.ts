@@ -164,10 +164,48 @@ describe("PgListener", () => {
         assert.deepStrictEqual(yield* next(b.queue), { _tag: "Notification", channel: "shared", payload: "x" })
         assert.isTrue(Chunk.isEmpty(yield* Queue.takeAll(a.queue)))
         yield* Fiber.interrupt(b.fiber)
-        // The last subscriber left, so the channel was UNLISTENed; a new subscriber LISTENs afresh.
+        // The last subscriber left; the channel stays LISTENed for a while (see the next test),
+        // and a new subscriber receives as before.
         const c = yield* subscribe("shared")
         yield* notify("shared", "y")
         assert.deepStrictEqual(yield* next(c.queue), { _tag: "Notification", channel: "shared", payload: "y" })
+      }).pipe(Effect.provide(env))
+    }))
+
+  it.scopedLive("UNLISTENs a channel only once it has had no subscriber for `unlistenAfter`", () =>
+    Effect.gen(function*() {
+      const url = yield* TestDatabase.emptyDatabase
+      const applicationName = `listener_${randomBytes(4).toString("hex")}`
+      const env = Layer.mergeAll(
+        PgPool.layer({ connectionString: url, max: 2 }),
+        PgListener.layer({ connectionString: url, applicationName, unlistenAfter: "300 millis" })
+      )
+      yield* Effect.gen(function*() {
+        // The listener's backend's last statement tells whether it LISTENed or UNLISTENed last.
+        const last = Effect.flatMap(PgPool.PgPool, (pool) =>
+          pool.query<{ query: string }>("SELECT query FROM pg_stat_activity WHERE application_name = $1", [applicationName])
+        ).pipe(Effect.map((rows) => rows[0]?.query ?? ""))
+        const a = yield* subscribe("lingering")
+        assert.match(yield* last, /^LISTEN/)
+        yield* Fiber.interrupt(a.fiber)
+        // Subscribed again within the delay: no UNLISTEN in between, none later, and it receives.
+        yield* Effect.sleep("100 millis")
+        const b = yield* subscribe("lingering")
+        yield* Effect.sleep("500 millis")
+        assert.match(yield* last, /^LISTEN/)
+        yield* notify("lingering", "x")
+        assert.deepStrictEqual(yield* next(b.queue), { _tag: "Notification", channel: "lingering", payload: "x" })
+        // Left alone for longer than the delay: UNLISTENed.
+        yield* Fiber.interrupt(b.fiber)
+        yield* Effect.sleep("100 millis")
+        assert.match(yield* last, /^LISTEN/)
+        yield* Effect.sleep("500 millis")
+        assert.match(yield* last, /^UNLISTEN/)
+        // And LISTENed afresh by the next subscriber.
+        const c = yield* subscribe("lingering")
+        assert.match(yield* last, /^LISTEN/)
+        yield* notify("lingering", "y")
+        assert.deepStrictEqual(yield* next(c.queue), { _tag: "Notification", channel: "lingering", payload: "y" })
       }).pipe(Effect.provide(env))
     }))
 
