@@ -2,8 +2,9 @@
  * What every engine in the benchmark implements: the contract the harness drives, identical for
  * Chronicle and its peers, so the figures compare like with like.
  *
- * Each engine gets a database of its own on the same server. The worker runs in the benchmark's
- * process (W5 spawns processes through `workerProcess`). Step and job bodies do no work besides
+ * Each engine gets a database of its own on the same server, and a process of its own
+ * (engine-host.ts), where its worker, its enqueuers and the measurements run (W5 spawns Chronicle
+ * worker processes through `workerProcess`). Step and job bodies do no work besides
  * calling the probe, so what is measured is the engine.
  */
 

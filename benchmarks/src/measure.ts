@@ -40,7 +40,7 @@ export interface Throughput {
   readonly stepsPerSecond: number
   /**
    * CPU time of this process (user + system) while the worker drained, per run: the worker's cost
-   * (every engine's worker runs in this process; the enqueuers are done by then).
+   * (the engine's host process runs its worker and nothing else then; the enqueuers are done).
    */
   readonly cpuMsPerRun: number
   readonly enqueueMs: number

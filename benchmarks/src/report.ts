@@ -107,8 +107,8 @@ export const renderTables = (r: Results, options: { readonly chart?: string; rea
   const cpu = thr.filter((n) => W.W1[n]?.summary["cpuMsPerRun"] || W.W2[n]?.summary["cpuMsPerRun"])
   if (cpu.length > 0) {
     out.push(
-      "Worker CPU per run: the benchmark process's CPU time (user + system) while the worker drained, divided by the runs. " +
-        "Every engine's worker runs in that process, so this is what one run costs a worker's CPU; the database's CPU is not in it."
+      "Worker CPU per run: the CPU time (user + system) of the engine's own process while its worker drained, divided by the runs. " +
+        "The worker is all that process runs then, so this is what one run costs a worker's CPU; the database's CPU is not in it."
     )
     out.push(table(
       ["Engine", "W1 CPU per run (ms)", "W2 CPU per run (ms)", "W2 CPU per step (ms)"],

@@ -8,7 +8,7 @@
  * On DATABASE_URL, or an embedded Postgres when unset (started with pg_stat_statements preloaded,
  * so statements can be counted). Workloads run one after another; within a workload, repetitions
  * are interleaved across engines (A B C A B C ...), each measurement on a fresh database of its
- * own. Each figure is reported as the median of the repetitions with its spread (min-max).
+ * own, in the engine's own process (engine-host.ts), forked at the start and kept for the run. Each figure is reported as the median of the repetitions with its spread (min-max).
  *
  * - Baseline: single-row INSERT commits at 10 clients on the same server.
  * - W1: 5,000 one-step runs, started one call per run (10 callers), then drained at concurrency 10.
@@ -33,19 +33,19 @@ import { relative, resolve } from "node:path"
 import { parseArgs } from "node:util"
 import { Effect, Exit, Scope } from "effect"
 import { TestPostgres } from "@chronicle/testing"
-import type { Engine, Instance } from "./Engine.js"
-import { latency, percentile, Recorder, throughput, timers } from "./measure.js"
+import type { Engine } from "./Engine.js"
+import { EngineHost } from "./engine-host.js"
+import type { Measured, Reply } from "./engine-host.js"
 import { commitRate } from "./baseline.js"
 import type { Baseline } from "./baseline.js"
 import { measureMemory } from "./memory.js"
-import { floors, needsProbe, probe } from "./plan.js"
+import { floors, needsProbe } from "./plan.js"
 import type { Budget, Plan, Workload } from "./plan.js"
 import { Progress } from "./progress.js"
 import { ratio, updateDocs, writeResults } from "./report.js"
 import { computeGoals } from "./results.js"
 import type { Attempt, Figures, Measurement, Results, W5Cell } from "./results.js"
-import { openStatementCounter, diff } from "./statements.js"
-import type { Snapshot } from "./statements.js"
+import { openStatementCounter } from "./statements.js"
 import { summarize } from "./stats.js"
 import { workerSettings } from "./w5-worker.js"
 import { measureCell } from "./w5.js"
@@ -179,25 +179,34 @@ const twice = async <A>(label: string, rep: number, errors: Array<Attempt>, atte
   return null
 }
 
-/** Sets an engine up on a fresh database, runs `f`, closes it. */
-const withEngine = <A>(
+// Each engine in a process of its own (engine-host.ts: engines that share a library in one process
+// share its JIT state), forked now and kept for the whole run, so that it warms up as a long-lived
+// worker process would.
+const hosts = new Map<string, EngineHost>()
+await Promise.all(engines.map(async (e) => hosts.set(e.name, await EngineHost.spawn(e.name))))
+const settings = { concurrency: CONCURRENCY, sleepMs: SLEEP_MS }
+
+/**
+ * Sends `request` for `engine` to its host, on a fresh database of its own, dropped afterwards. A
+ * host that fails to answer in time is replaced (its state is unknown).
+ */
+const onHost = async (
   engine: Engine,
   prefix: string,
-  f: (instance: Instance, recorder: Recorder, dbName: string) => Promise<A>
-): Promise<A> =>
+  request: (url: string, dbName: string) => Parameters<EngineHost["request"]>[0]
+): Promise<Reply> =>
   withFreshDatabase(server.url, `bench_${prefix}_${engine.name}`, async (url, dbName) => {
-    const recorder = new Recorder()
-    const instance = await withTimeout(
-      engine.setup({ url, probe: recorder, concurrency: CONCURRENCY, sleepMs: SLEEP_MS }),
-      120_000,
-      `${engine.name} setup`
-    )
+    const host = hosts.get(engine.name)!
     try {
-      return await withTimeout(f(instance, recorder, dbName), guardMs, `${prefix} ${engine.name}`)
-    } finally {
-      await withTimeout(instance.close(), 60_000, `${engine.name} close`).catch((e: unknown) => {
-        problems.push(`${engine.name}: close failed: ${message(e)}`)
-      })
+      const reply = await host.request(request(url, dbName), guardMs)
+      for (const line of reply.type === "ready" ? [] : reply.stray) stray(`${engine.name} host`)(line)
+      if (reply.type === "error") throw new Error(reply.message)
+      return reply
+    } catch (e) {
+      if (!(e instanceof Error && e.message.startsWith(engine.name))) throw e
+      host.kill()
+      hosts.set(engine.name, await EngineHost.spawn(engine.name))
+      throw e
     }
   }, {
     beforeDrop: () => {
@@ -205,71 +214,32 @@ const withEngine = <A>(
     }
   })
 
-interface Measured {
-  readonly figures: Figures
-  readonly top?: ReadonlyArray<{ readonly perUnit: number; readonly query: string }>
+const measureOnce = async (engine: Engine, w: Workload, runs: number): Promise<Measured> => {
+  const reply = await onHost(engine, w.toLowerCase(), (url, dbName) => ({
+    type: "measure",
+    workload: w,
+    runs,
+    url,
+    dbName,
+    serverUrl: server.url,
+    settings
+  }))
+  if (reply.type !== "measured") throw new Error(`${engine.name}: unexpected reply ${reply.type}`)
+  return reply.measured
 }
 
-const percentiles = (prefix: string, sample: ReadonlyArray<number>): Record<string, number> => ({
-  [`${prefix}.p50`]: percentile(sample, 50),
-  [`${prefix}.p95`]: percentile(sample, 95),
-  [`${prefix}.p99`]: percentile(sample, 99),
-  [`${prefix}.max`]: percentile(sample, 100)
-})
-
-const measureOnce = (engine: Engine, w: Workload, runs: number): Promise<Measured> =>
-  withEngine(engine, w.toLowerCase(), async (instance, recorder, dbName) => {
-    switch (w) {
-      case "W1":
-      case "W2": {
-        const stepsPerRun = w === "W1" ? 1 : 3
-        // Statements during the drain: snapshots of pg_stat_statements for this database when the
-        // worker starts and as soon as the last run ended (measure.ts stops the worker then).
-        let before: Snapshot | undefined
-        let after: Snapshot | undefined
-        const dbid = counter.available ? await counter.dbid(dbName) : 0
-        const counted: Instance = counter.available
-          ? {
-            ...instance,
-            startWorker: async () => {
-              before = await counter.snapshot(dbid)
-              await instance.startWorker()
-            },
-            stopWorker: async () => {
-              if (before && !after) after = await counter.snapshot(dbid)
-              await instance.stopWorker()
-            }
-          }
-          : instance
-        const t = await throughput(counted, recorder, w === "W1" ? "oneStep" : "threeSteps", runs, stepsPerRun)
-        const statements = before && after ? diff(before, after) : null
-        const steps = runs * stepsPerRun
-        return {
-          figures: {
-            enqueuePerSecond: t.enqueuePerSecond,
-            drainPerSecond: t.drainPerSecond,
-            stepsPerSecond: t.stepsPerSecond,
-            cpuMsPerRun: t.cpuMsPerRun,
-            enqueueSeconds: t.enqueueMs / 1000,
-            drainSeconds: t.drainMs / 1000,
-            stepsSeen: recorder.steps,
-            statements: statements?.calls ?? null,
-            statementsPerRun: statements ? statements.calls / runs : null,
-            statementsPerStep: statements ? statements.calls / steps : null
-          },
-          ...(statements ? { top: statements.top.map((s) => ({ perUnit: s.calls / (w === "W1" ? runs : steps), query: s.query })) } : {})
-        }
-      }
-      case "W3": {
-        const l = await latency(instance, recorder, runs)
-        return { figures: { ...percentiles("toFirstStep", l.toFirstStep), ...percentiles("toResult", l.toResult) } }
-      }
-      case "W4": {
-        const t = await timers(instance, recorder, runs, SLEEP_MS)
-        return { figures: percentiles("lateness", t.lateness) }
-      }
-    }
-  })
+const probeOnce = async (engine: Engine, w: Workload): Promise<Plan> => {
+  const reply = await onHost(engine, `probe_${w.toLowerCase()}`, (url) => ({
+    type: "probe",
+    workload: w,
+    target: targets[w],
+    budget,
+    url,
+    settings
+  }))
+  if (reply.type !== "planned") throw new Error(`${engine.name}: unexpected reply ${reply.type}`)
+  return reply.plan
+}
 
 const fmt = (x: number | null | undefined, unit = "") =>
   x === null || x === undefined ? "–" : `${x >= 100 ? Math.round(x) : x.toFixed(1)}${unit}`
@@ -309,8 +279,7 @@ for (const w of WORKLOADS) {
     }
     const label = `${w} probe ${engine.name}`
     begin(label)
-    const plan = await twice(label, 0, [], () =>
-      withEngine(engine, `probe_${w.toLowerCase()}`, (instance, recorder) => probe(instance, recorder, w, targets[w], budget, SLEEP_MS)))
+    const plan = await twice(label, 0, [], () => probeOnce(engine, w))
     const runs = Math.min(targets[w], floors[w])
     plans.set(engine.name, plan ?? { target: targets[w], runs, capped: runs < targets[w], note: "the probe failed: the floor" })
     progress.finish(label, plan ? `${plan.runs} runs${plan.capped ? ` of ${plan.target} (time budget)` : ""}` : "failed")
@@ -371,7 +340,7 @@ if (hasChronicle) {
   w5 = {
     engine: "chronicle",
     note:
-      "Chronicle only: the peers' adapters run their workers in the benchmark's process. Each cell: a fresh database, " +
+      "Chronicle only: the peers' adapters run one worker in their engine's process. Each cell: a fresh database, " +
       "the runs enqueued with the workers stopped, then P worker processes (loaded and connected beforehand) started at once; " +
       "completed runs counted in chronicle.runs every 100 ms (cells that last about a second are precise to about 10%).",
     runsPerCell: w5RunsPerCell,
@@ -391,6 +360,7 @@ if (hasChronicle) {
   progress.finish(label, m ? `RSS ${(m.idle.rssBytes / 2 ** 20).toFixed(0)} MB idle, ${(m.loaded.rssBytes / 2 ** 20).toFixed(0)} MB loaded, ${m.held} held` : "failed")
 }
 
+await Promise.all([...hosts.values()].map((h) => h.exit()))
 await counter.close()
 progress.end()
 await Effect.runPromise(Scope.close(scope, Exit.void))
