@@ -199,7 +199,13 @@ const onHost = async (
     const host = hosts.get(engine.name)!
     try {
       const reply = await host.request(request(url, dbName), guardMs)
-      for (const line of reply.type === "ready" ? [] : reply.stray) stray(`${engine.name} host`)(line)
+      // Errors outside a measurement (a pool's error at the last database drop) come with the next
+      // reply: they happened before this measurement, after the engine's previous one.
+      for (const line of reply.type === "ready" ? [] : reply.stray) {
+        const text = `${engine.name} host, before ${phase}: ${line}`
+        problems.push(text)
+        progress.log(`${text} (ignored)`)
+      }
       if (reply.type === "error") throw new Error(reply.message)
       return reply
     } catch (e) {
