@@ -17,9 +17,6 @@
  * Errors that surface outside a measurement (a pool's error event at a database drop) are reported
  * with the next reply.
  */
-import { fork } from "node:child_process"
-import type { ChildProcess } from "node:child_process"
-import { join } from "node:path"
 import type { Engine, Instance } from "./Engine.js"
 import { latency, percentile, Recorder, throughput, timers } from "./measure.js"
 import type { Budget, Plan, Workload } from "./plan.js"
@@ -27,7 +24,8 @@ import { probe } from "./plan.js"
 import type { Snapshot, StatementCounter } from "./statements.js"
 import { diff, openStatementCounter } from "./statements.js"
 import type { Figures } from "./results.js"
-import { message, root, withTimeout } from "./util.js"
+import { IpcChild } from "./ipc.js"
+import { message, withTimeout } from "./util.js"
 
 export interface Measured {
   readonly figures: Figures
@@ -200,66 +198,9 @@ const main = async (name: string) => {
 
 if (process.argv[2] === "--host") await main(process.argv[3]!)
 
-const fromSource = process.env["VITEST"] !== undefined || process.execArgv.includes("--conditions=source")
+/** Forks the host of `engine`; resolves once it has loaded the engine's module. */
+export const spawnHost = (engine: string): Promise<EngineHost> =>
+  IpcChild.fork<Request, Reply>(`${engine} host`, "benchmarks/src/engine-host.ts", ["--host", engine])
 
 /** The parent's side: a host process for one engine. */
-export class EngineHost {
-  private pending: { resolve: (r: Reply) => void; reject: (e: Error) => void } | undefined
-  private exited = false
-
-  private constructor(readonly engine: string, private readonly child: ChildProcess) {
-    child.on("message", (reply: Reply) => {
-      if (reply.type === "ready") return
-      const p = this.pending
-      this.pending = undefined
-      p?.resolve(reply)
-    })
-    child.on("exit", (code, signal) => {
-      this.exited = true
-      this.pending?.reject(new Error(`${engine} host exited (${code ?? signal})`))
-      this.pending = undefined
-    })
-  }
-
-  /** Forks a host for `engine`; resolves once it has loaded the engine's module. */
-  static async spawn(engine: string): Promise<EngineHost> {
-    const child = fork(join(root, "benchmarks/src/engine-host.ts"), ["--host", engine], {
-      cwd: root,
-      // Chronicle as the parent loads it: compiled (`npm run bench`), or from its TypeScript
-      // sources (under vitest, or `--conditions=source`).
-      execArgv: [...(fromSource ? ["--conditions=source"] : []), "--import", "tsx"],
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    })
-    const ready = new Promise<void>((resolve, reject) => {
-      child.once("message", () => resolve())
-      child.once("exit", (code) => reject(new Error(`${engine} host exited before it was ready (${code})`)))
-      child.once("error", reject)
-    })
-    await withTimeout(ready, 120_000, `${engine} host to load`)
-    return new EngineHost(engine, child)
-  }
-
-  /** Sends one request and waits for its reply (one request at a time). */
-  request(request: Exclude<Request, { type: "exit" }>, timeoutMs: number): Promise<Reply> {
-    if (this.exited) return Promise.reject(new Error(`${this.engine} host has exited`))
-    if (this.pending) return Promise.reject(new Error(`${this.engine} host is busy`))
-    const reply = new Promise<Reply>((resolve, reject) => (this.pending = { resolve, reject }))
-    this.child.send(request)
-    return withTimeout(reply, timeoutMs, `${this.engine} ${request.type} ${request.workload}`)
-  }
-
-  /** Asks it to exit; kills it if it does not within 10 s. */
-  async exit(): Promise<void> {
-    if (this.exited) return
-    const gone = new Promise<void>((resolve) => this.child.once("exit", () => resolve()))
-    this.child.send({ type: "exit" } satisfies Request)
-    await withTimeout(gone, 10_000, `${this.engine} host to exit`).catch(() => {
-      this.child.kill("SIGKILL")
-    })
-  }
-
-  /** Ends it at once (after a request timed out: its state is unknown). */
-  kill(): void {
-    if (!this.exited) this.child.kill("SIGKILL")
-  }
-}
+export type EngineHost = IpcChild<Request, Reply>

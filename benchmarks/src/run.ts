@@ -34,8 +34,8 @@ import { parseArgs } from "node:util"
 import { Effect, Exit, Scope } from "effect"
 import { TestPostgres } from "@chronicle/testing"
 import type { Engine } from "./Engine.js"
-import { EngineHost } from "./engine-host.js"
-import type { Measured, Reply } from "./engine-host.js"
+import { spawnHost } from "./engine-host.js"
+import type { EngineHost, Measured, Reply, Request } from "./engine-host.js"
 import { commitRate } from "./baseline.js"
 import type { Baseline } from "./baseline.js"
 import { measureMemory } from "./memory.js"
@@ -183,37 +183,35 @@ const twice = async <A>(label: string, rep: number, errors: Array<Attempt>, atte
 // share its JIT state), forked now and kept for the whole run, so that it warms up as a long-lived
 // worker process would.
 const hosts = new Map<string, EngineHost>()
-await Promise.all(engines.map(async (e) => hosts.set(e.name, await EngineHost.spawn(e.name))))
+await Promise.all(engines.map(async (e) => hosts.set(e.name, await spawnHost(e.name))))
 const settings = { concurrency: CONCURRENCY, sleepMs: SLEEP_MS }
 
 /**
  * Sends `request` for `engine` to its host, on a fresh database of its own, dropped afterwards. A
- * host that fails to answer in time is replaced (its state is unknown).
+ * host that does not answer in time, or dies, is replaced (its state is unknown); one that answers
+ * with an error is kept.
  */
 const onHost = async (
   engine: Engine,
   prefix: string,
-  request: (url: string, dbName: string) => Parameters<EngineHost["request"]>[0]
+  request: (url: string, dbName: string) => Request
 ): Promise<Reply> =>
   withFreshDatabase(server.url, `bench_${prefix}_${engine.name}`, async (url, dbName) => {
     const host = hosts.get(engine.name)!
-    try {
-      const reply = await host.request(request(url, dbName), guardMs)
-      // Errors outside a measurement (a pool's error at the last database drop) come with the next
-      // reply: they happened before this measurement, after the engine's previous one.
-      for (const line of reply.type === "ready" ? [] : reply.stray) {
-        const text = `${engine.name} host, before ${phase}: ${line}`
-        problems.push(text)
-        progress.log(`${text} (ignored)`)
-      }
-      if (reply.type === "error") throw new Error(reply.message)
-      return reply
-    } catch (e) {
-      if (!(e instanceof Error && e.message.startsWith(engine.name))) throw e
+    const reply = await host.request(request(url, dbName), guardMs).catch(async (e: unknown) => {
       host.kill()
-      hosts.set(engine.name, await EngineHost.spawn(engine.name))
+      hosts.set(engine.name, await spawnHost(engine.name))
       throw e
+    })
+    // Errors outside a measurement (a pool's error at the last database drop) come with the next
+    // reply: they happened before this measurement, after the engine's previous one.
+    for (const line of reply.type === "ready" ? [] : reply.stray) {
+      const text = `${engine.name} host, before ${phase}: ${line}`
+      problems.push(text)
+      progress.log(`${text} (ignored)`)
     }
+    if (reply.type === "error") throw new Error(reply.message)
+    return reply
   }, {
     beforeDrop: () => {
       phase = `${phase}, after ${engine.name} closed, while its database was dropped (WITH FORCE)`

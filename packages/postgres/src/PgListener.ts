@@ -293,7 +293,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
               const set = handlers.get(name)
               if (set === undefined) return
               set.delete(handler)
-              if (set.size > 0 || closed || unlistenTimers.has(name)) return
+              if (set.size > 0 || closed) return
               // The last one: UNLISTEN later, unless someone subscribes meanwhile.
               const timer = setTimeout(() => {
                 unlistenTimers.delete(name)

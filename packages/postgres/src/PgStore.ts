@@ -620,8 +620,6 @@ export const make = (options: Options = {}): Effect.Effect<
           return toRunRow(row)
         }),
 
-      // A LISTEN that fails (its connection is being replaced) is tried again: each new
-      // subscription starts with "catch up now", so nothing is missed in between.
       // Both channels: a run ends by its worker's append (`_ended`) or by a cancel sent while it
       // is parked (`_events`), and an execution without a worker hears its signals on `_events`.
       // The first "Listening" comes once both LISTENs are active, from the second.
@@ -635,6 +633,9 @@ export const make = (options: Options = {}): Effect.Effect<
           })
         ).pipe(Effect.mapError(listenError)),
 
+      // A LISTEN that fails (its connection is being replaced) is tried again: each new
+      // subscription starts with "catch up now", so nothing is missed in between. (`onChanges`
+      // does not retry: its callers have a backstop of their own.)
       activity: listener.listen(channel.log).pipe(
         Stream.retry(relisten),
         Stream.map((e) => (e._tag === "Notification" ? e.payload : "*")),

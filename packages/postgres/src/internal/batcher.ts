@@ -44,7 +44,7 @@ export const make = <P, A, E>(
     flushing = false
   })
   /** Starts the writer unless it runs (it takes what is queued before it stops). */
-  const withWriter = (then: Effect.Effect<any, any>) => {
+  const withWriter = <X, Y>(then: Effect.Effect<X, Y>): Effect.Effect<X, Y> => {
     if (flushing) return then
     flushing = true
     return Effect.zipRight(Effect.forkDaemon(flush), then)
