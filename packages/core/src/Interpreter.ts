@@ -29,7 +29,6 @@ import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
 import type { Request, Resolution, StepRequest } from "./internal/ledger.js"
 import { Ledger, NonDeterminism } from "./internal/ledger.js"
-import { Latch } from "./internal/latch.js"
 import { WorkflowScheduler } from "./internal/scheduler.js"
 import * as Json from "./Json.js"
 import * as RunEvent from "./RunEvent.js"
@@ -158,13 +157,28 @@ interface Replay {
   readonly events: ReadonlyArray<RunEvent.StoredRow>
 }
 
+/** How one execution of the log ended: a result, or a replay from the top. */
+type Ended = Result | Replay
+
 const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.StoreError> =>
   Effect.gen(function*() {
     const { claimed, store, workflow } = options
     const inMemoryWait = Duration.toMillis(options.inMemoryWait ?? 0)
-    // Open when the driver has something to look at; it closes it before each pass.
-    const wake = new Latch()
-    const signalWake = wake.open
+    // The driver. Something happened (the workflow went idle, an attempt ended, a hint came): a
+    // pass looks at it, as plain code in a microtask when the store has a plain clock. The
+    // execution's fiber waits meanwhile, and is resumed only with an Effect to run (a write, a
+    // release) or with the execution's end: resuming it for every pass cost a fifth of a one-step
+    // run's interpreter CPU. `woken` is set by anything worth a pass and cleared before each.
+    let woken = true
+    let driving = false
+    let resumeDriver: ((decided: Effect.Effect<Ended | undefined, Store.StoreError>) => void) | undefined
+    const signalWake = () => {
+      woken = true
+      if (resumeDriver !== undefined && !driving) {
+        driving = true
+        queueMicrotask(drive)
+      }
+    }
     const scheduler = new WorkflowScheduler(signalWake)
 
     // ---- the log as this execution knows it --------------------------------------------------
@@ -366,20 +380,19 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
     // would be (from the next scheduler turn). Forked from this fiber's runtime directly rather
     // than through `forkDaemon` wrapped in `provide`, `onExit` and `withScheduler`: each of those
     // is a scoped region, and together they were a tenth of a one-step run's work.
-    const fork = (effect: Effect.Effect<unknown, unknown, Execution>) =>
-      Effect.map(Effect.runtime<never>(), (runtime) => {
-        const fiber = Runtime.runFork(
-          Runtime.make({
-            context: Context.merge(runtime.context, programContext),
-            fiberRefs: runtime.fiberRefs,
-            runtimeFlags: runtime.runtimeFlags
-          }),
-          effect,
-          { scheduler, immediate: false }
-        )
-        fiber.addObserver(onProgramExit)
-        return fiber as Fiber.RuntimeFiber<unknown, unknown>
-      })
+    // The driver's runtime (its services and fiber refs, such as the value limit): the workflow's
+    // fibers and the step attempts are forked from it as plain code, not from an Effect.
+    const runtime = yield* Effect.runtime<never>()
+    const programRuntime = Runtime.make({
+      context: Context.merge(runtime.context, programContext),
+      fiberRefs: runtime.fiberRefs,
+      runtimeFlags: runtime.runtimeFlags
+    })
+    const fork = (effect: Effect.Effect<unknown, unknown, Execution>) => {
+      const fiber = Runtime.runFork(programRuntime, effect, { scheduler, immediate: false })
+      fiber.addObserver(onProgramExit)
+      return fiber as Fiber.RuntimeFiber<unknown, unknown>
+    }
 
     const input = yield* Json.decode(Workflow.schemaOf(workflow.input), state?.input ?? null, "the run's input").pipe(Effect.either)
 
@@ -406,7 +419,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           ledger.compensations.length = 0
           phase = { _tag: "Compensating", then: terminal }
           programExit = undefined
-          program = yield* fork(
+          program = fork(
             Effect.forEach(pending, ({ spec }) => Effect.exit(execution.step(spec)), { discard: true })
           )
           return
@@ -430,93 +443,71 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       })
 
     // ---- one decision pass of the driver ----------------------------------------------------
-    const startAttempt = (req: StepRequest) =>
-      Effect.gen(function*() {
-        req.status = "running"
-        const attempt = req.attempt + 1
-        const run = req.spec.attempt(attempt).pipe(
-          Effect.flatMap((outcome: AttemptOutcome) => {
-            Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })
-            req.attempt = attempt
-            req.status = "recording"
-            req.fiber = undefined
-            const delay = outcome.success || !outcome.retryable ? Option.none() : req.spec.retryDelay(attempt)
-            if (Option.isNone(delay)) {
-              outcomes.push({ _tag: "StepCompleted", key: req.key, name: req.spec.name, attempt, exit: outcome.exit })
-              signalWake()
-              return Effect.void
-            }
-            return Effect.map(Effect.orElseSucceed(now, () => new Date()), (at) => {
-              outcomes.push({
-                _tag: "StepFailed",
-                key: req.key,
-                name: req.spec.name,
-                attempt,
-                cause: outcome.exit,
-                nextAttemptAt: new Date(at.getTime() + Duration.toMillis(delay.value))
-              })
-              signalWake()
+    const startAttempt = (req: StepRequest): void => {
+      req.status = "running"
+      const attempt = req.attempt + 1
+      const run = req.spec.attempt(attempt).pipe(
+        Effect.flatMap((outcome: AttemptOutcome) => {
+          Faults.hit("after-body-before-append", { runId: claimed.runId, key: req.key })
+          req.attempt = attempt
+          req.status = "recording"
+          req.fiber = undefined
+          const delay = outcome.success || !outcome.retryable ? Option.none() : req.spec.retryDelay(attempt)
+          if (Option.isNone(delay)) {
+            outcomes.push({ _tag: "StepCompleted", key: req.key, name: req.spec.name, attempt, exit: outcome.exit })
+            signalWake()
+            return Effect.void
+          }
+          return Effect.map(Effect.orElseSucceed(now, () => new Date()), (at) => {
+            outcomes.push({
+              _tag: "StepFailed",
+              key: req.key,
+              name: req.spec.name,
+              attempt,
+              cause: outcome.exit,
+              nextAttemptAt: new Date(at.getTime() + Duration.toMillis(delay.value))
             })
+            signalWake()
           })
-        )
-        const slot = options.attemptSlot
-        if (slot === undefined) {
-          req.fiber = yield* Effect.forkDaemon(run)
-          return
-        }
-        // The slot goes back when the attempt's fiber ends, however it ends.
-        let holding = false
-        const fiber = yield* Effect.forkDaemon(Effect.zipRight(slot.take(() => (holding = true)), run))
-        fiber.addObserver(() => {
-          if (holding) slot.release()
         })
-        req.fiber = fiber
+      )
+      const slot = options.attemptSlot
+      if (slot === undefined) {
+        req.fiber = Runtime.runFork(runtime, run)
+        return
+      }
+      // The slot goes back when the attempt's fiber ends, however it ends.
+      let holding = false
+      const fiber = Runtime.runFork(runtime, Effect.zipRight(slot.take(() => (holding = true)), run))
+      fiber.addObserver(() => {
+        if (holding) slot.release()
       })
+      req.fiber = fiber
+    }
 
     /** Another pass of the driver, at once. */
-    const again = Effect.sync(() => {
+    const again = (): undefined => {
       signalWake()
-      return Option.none()
-    })
+      return undefined
+    }
     const attemptRunning = () => {
       for (const req of requests.values()) if (req.kind === "step" && req.status === "running") return true
       return false
     }
 
     /** The terminal event, with the outcomes not yet written. */
-    const finishing = (phase: Extract<Phase, { readonly _tag: "Finishing" }>) =>
+    const finishing = (phase: Extract<Phase, { readonly _tag: "Finishing" }>): Effect.Effect<Ended | undefined, Store.StoreError> =>
       Effect.suspend(() => {
         Faults.hit("before-terminal-append", { runId: claimed.runId })
-        return append([...outcomes.splice(0), phase.event]).pipe(
-          Effect.flatMap(() => moved ? again : Effect.succeed(Option.some(leaseLost ? { _tag: "LeaseLost" } as const : phase.result)))
+        return Effect.map(
+          append([...outcomes.splice(0), phase.event]),
+          (): Ended | undefined => moved ? again() : leaseLost ? { _tag: "LeaseLost" } : phase.result
         )
       })
 
-    let memoryWaiting = false
-    // A hint that the run has new events (a signal, a cancel): read them at the next pass.
-    let hinted = false
-    const iterate: Effect.Effect<Option.Option<Result | Replay>, Store.StoreError> = Effect.gen(function*() {
-      if (memoryWaiting) {
-        memoryWaiting = false
-        options.onMemoryWait?.(false)
-      }
-      if (leaseLost || options.leaseLost?.()) return Option.some({ _tag: "LeaseLost" } as const)
-      // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
-      // that very write) need no read.
-      if (hinted && phase._tag !== "Finishing") {
-        hinted = false
-        extend(yield* store.read(claimed.runId, view.length).pipe(Effect.orElseSucceed(() => [])))
-      }
-      if (moved) {
-        // Write what the workflow saw after what others wrote, then replay: on the log's order.
-        yield* stopProgram
-        yield* ledger.interruptAttempts()
-        yield* append(outcomes.splice(0), false)
-        if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
-        return Option.some({ _tag: "Replay", events: stored.slice() } as const)
-      }
-      if (corrupt || ledger.nondeterminism) {
-        const error = corrupt ?? ledger.nondeterminism!
+    /** Nondeterminism or a corrupt log: stop everything, write why, and park the run. */
+    const park = (error: NonDeterminism | RunEvent.CorruptEvent | RunState.InvalidLog) =>
+      Effect.gen(function*() {
         yield* stopProgram
         yield* ledger.interruptAttempts()
         const errorJson = yield* Json.encode(
@@ -525,8 +516,8 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           "the parking reason"
         ).pipe(Effect.orDie)
         yield* append([...outcomes.splice(0), { _tag: "RunParked", reason: error.message, error: errorJson }])
-        if (leaseLost) return Option.some({ _tag: "LeaseLost" } as const)
-        if (moved) return yield* again
+        if (leaseLost) return { _tag: "LeaseLost" } as const
+        if (moved) return again()
         const release = yield* store.release({
           runId: claimed.runId,
           epoch: claimed.epoch,
@@ -535,12 +526,45 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           parked: true
         }).pipe(Effect.either)
         if (Either.isLeft(release) && release.left._tag === "StoreError") return yield* release.left
-        return Option.some(
-          Either.isLeft(release) ? { _tag: "LeaseLost" } as const : { _tag: "Parked", error } as const
-        )
-      }
+        return Either.isLeft(release) ? { _tag: "LeaseLost" } as const : { _tag: "Parked", error } as const
+      })
 
-      if (phase._tag === "Finishing") return yield* finishing(phase)
+    let memoryWaiting = false
+    // A hint that the run has new events (a signal, a cancel): read them at the next pass.
+    let hinted = false
+    /**
+     * One decision pass, as plain code: what it decides without writing or waiting it does at once;
+     * when it must (an append, a release, the program's end), it returns the Effect that does it.
+     * Either way the outcome is the execution's end, or undefined: wait for the next wake-up.
+     */
+    const pass = (at: Date): Ended | undefined | Effect.Effect<Ended | undefined, Store.StoreError> => {
+      if (memoryWaiting) {
+        memoryWaiting = false
+        options.onMemoryWait?.(false)
+      }
+      if (leaseLost || options.leaseLost?.()) return { _tag: "LeaseLost" }
+      // Once the outcome is being written nothing can change it: hints (such as the NOTIFY of
+      // that very write) need no read. What the read brings is looked at in another pass.
+      if (hinted && phase._tag !== "Finishing") {
+        hinted = false
+        return Effect.map(store.read(claimed.runId, view.length).pipe(Effect.orElseSucceed(() => [])), (rows) => {
+          extend(rows)
+          return again()
+        })
+      }
+      if (moved) {
+        // Write what the workflow saw after what others wrote, then replay: on the log's order.
+        return Effect.gen(function*() {
+          yield* stopProgram
+          yield* ledger.interruptAttempts()
+          yield* append(outcomes.splice(0), false)
+          if (leaseLost) return { _tag: "LeaseLost" } as const
+          return { _tag: "Replay", events: stored.slice() } as const
+        })
+      }
+      if (corrupt || ledger.nondeterminism) return park(corrupt ?? ledger.nondeterminism!)
+
+      if (phase._tag === "Finishing") return finishing(phase)
 
       // Start the workflow on the first pass.
       if (phase._tag === "Main" && program === undefined && programExit === undefined) {
@@ -550,13 +574,13 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
           ledger.diverged(
             new NonDeterminism({ key: "input", recorded: "the run's input", requested: `cannot read it: ${input.left.reason}` })
           )
-          return Option.none()
+          return undefined
         }
-        program = yield* fork(workflow.body(input.right))
-        return Option.none()
+        program = fork(workflow.body(input.right))
+        return undefined
       }
 
-      if (!scheduler.idle) return Option.none()
+      if (!scheduler.idle) return undefined
 
       // 1. Hand back the log, in order, one resolution per idle moment. Once the program has
       //    ended, events nobody asked for yet (its compensations) wait for the next phase.
@@ -564,8 +588,7 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         if (programExit !== undefined && !ledger.askedFor(view[cursor]!.event)) break
         const handed = ledger.process(view[cursor]!)
         cursor++
-        if (ledger.nondeterminism) return Option.none()
-        if (handed) return Option.none()
+        if (ledger.nondeterminism || handed) return undefined
       }
       //    Then the outcomes of finished attempts, before they are written, when no other attempt
       //    runs (so a replay never has to stop one): the workflow goes on to its next durable
@@ -576,16 +599,16 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       ) {
         const event = outcomes.shift()!
         ahead.push(event)
-        const handed = ledger.process({ seq: view.length + ahead.length, at: yield* now, event })
-        if (ledger.nondeterminism) return Option.none()
-        if (handed) return Option.none()
+        const handed = ledger.process({ seq: view.length + ahead.length, at, event })
+        if (ledger.nondeterminism || handed) return undefined
       }
 
       // 2. A cancel takes effect once everything before it has been handed back.
       if (ledger.cancelRequested && phase._tag === "Main") {
-        yield* finish({ _tag: "RunCancelled", reason: ledger.cancelRequested.reason }, { _tag: "Cancelled" })
-        signalWake()
-        return Option.none()
+        return Effect.map(
+          finish({ _tag: "RunCancelled", reason: ledger.cancelRequested.reason }, { _tag: "Cancelled" }),
+          again
+        )
       }
 
       // 3. The program (or the compensations) ended.
@@ -594,40 +617,38 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         programExit = undefined
         program = undefined
         if (phase._tag === "Main") {
-          yield* onMainExit(exit)
-          // Nothing to undo: write the end in this pass.
-          const next = phase as Phase // onMainExit moved it on
-          if (next._tag === "Finishing") return yield* finishing(next)
-        } else if (phase._tag === "Compensating") {
-          if (ledger.checkNothingAhead(view.slice(cursor))) return Option.none()
+          return Effect.flatMap(onMainExit(exit), () => {
+            // Nothing to undo: write the end in this pass.
+            const next = phase as Phase // onMainExit moved it on
+            return next._tag === "Finishing" ? finishing(next) : Effect.sync(again)
+          })
+        }
+        if (phase._tag === "Compensating") {
+          if (ledger.checkNothingAhead(view.slice(cursor))) return undefined
           phase = {
             _tag: "Finishing",
             event: phase.then,
             result: phase.then._tag === "RunCancelled" ? { _tag: "Cancelled" } : { _tag: "Failed" }
           }
         }
-        signalWake()
-        return Option.none()
+        return again()
       }
 
       // 4. New work: request-side events, due timers and timeouts, attempt outcomes. A worker that
       //    is shutting down records what finished and gives the run back instead.
-      const at = yield* now
       const toAppend: Array<RunEvent.RunEvent> = outcomes.splice(0)
       if (options.stopping?.()) {
-        if (toAppend.length > 0 || ahead.length > 0) {
-          yield* append(toAppend)
-          signalWake()
-          return Option.none()
-        }
+        if (toAppend.length > 0 || ahead.length > 0) return Effect.map(append(toAppend), again)
         if ([...requests.values()].some((r) => r.kind === "step" && (r.status === "running" || r.status === "recording"))) {
-          return Option.none()
+          return undefined
         }
-        yield* stopProgram
-        const released = yield* store.release({ runId: claimed.runId, epoch: claimed.epoch, seenSeq: view.length, wakeAt: at })
-          .pipe(Effect.either)
-        if (Either.isLeft(released) && released.left._tag === "StoreError") return yield* released.left
-        return Option.some(Either.isLeft(released) ? { _tag: "LeaseLost" } as const : { _tag: "Released" } as const)
+        return Effect.gen(function*() {
+          yield* stopProgram
+          const released = yield* store.release({ runId: claimed.runId, epoch: claimed.epoch, seenSeq: view.length, wakeAt: at })
+            .pipe(Effect.either)
+          if (Either.isLeft(released) && released.left._tag === "StoreError") return yield* released.left
+          return Either.isLeft(released) ? { _tag: "LeaseLost" } as const : { _tag: "Released" } as const
+        })
       }
       for (const req of requests.values()) {
         switch (req.kind) {
@@ -674,26 +695,22 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
             break
         }
       }
-      if (toAppend.length > 0 || ahead.length > 0) {
-        yield* append(toAppend)
-        signalWake()
-        return Option.none()
-      }
+      if (toAppend.length > 0 || ahead.length > 0) return Effect.map(append(toAppend), again)
       for (const req of requests.values()) {
         if (
           req.kind === "step" &&
           (req.status === "idle" ||
             (req.status === "retry" && req.nextAttemptAt !== undefined && req.nextAttemptAt.getTime() <= at.getTime()))
         ) {
-          yield* startAttempt(req)
+          startAttempt(req)
         }
       }
 
       // 5. Nothing to hand back and nothing to write: wait, or release the run.
       const pending = [...requests.values()]
-      if (pending.length === 0) return Option.none() // the program awaits something not durable
+      if (pending.length === 0) return undefined // the program awaits something not durable
       if (pending.some((r) => r.kind === "step" && (r.status === "running" || r.status === "recording"))) {
-        return Option.none()
+        return undefined
       }
       const dues = pending.flatMap((r): Array<number> => {
         if (r.kind === "timer" && r.wakeAt !== undefined) return [r.wakeAt.getTime()]
@@ -703,28 +720,30 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       })
       const earliest = dues.length > 0 ? Math.min(...dues) : undefined
       if (earliest !== undefined && earliest - at.getTime() <= inMemoryWait && options.holdInMemory?.() !== false) {
-        timers.push(yield* Effect.forkDaemon(Effect.sleep(Math.max(0, earliest - at.getTime())).pipe(Effect.tap(() => signalWake()))))
+        timers.push(Runtime.runFork(runtime, Effect.sleep(Math.max(0, earliest - at.getTime())).pipe(Effect.tap(signalWake))))
         if (!memoryWaiting) {
           memoryWaiting = true
           options.onMemoryWait?.(true)
         }
-        return Option.none()
+        return undefined
       }
       // Suspend: interruption from outside, so the workflow's own error handlers never see it.
-      yield* stopProgram
-      Faults.hit("before-release", { runId: claimed.runId })
-      const release = yield* store.release({
-        runId: claimed.runId,
-        epoch: claimed.epoch,
-        seenSeq: view.length,
-        wakeAt: earliest === undefined ? null : new Date(earliest)
-      }).pipe(Effect.either)
-      if (Either.isLeft(release)) {
-        if (release.left._tag === "StoreError") return yield* release.left
-        return Option.some({ _tag: "LeaseLost" } as const)
-      }
-      return Option.some({ _tag: "Suspended", wakeAt: earliest === undefined ? null : new Date(earliest) } as const)
-    })
+      return Effect.gen(function*() {
+        yield* stopProgram
+        Faults.hit("before-release", { runId: claimed.runId })
+        const release = yield* store.release({
+          runId: claimed.runId,
+          epoch: claimed.epoch,
+          seenSeq: view.length,
+          wakeAt: earliest === undefined ? null : new Date(earliest)
+        }).pipe(Effect.either)
+        if (Either.isLeft(release)) {
+          if (release.left._tag === "StoreError") return yield* release.left
+          return { _tag: "LeaseLost" } as const
+        }
+        return { _tag: "Suspended", wakeAt: earliest === undefined ? null : new Date(earliest) } as const
+      })
+    }
 
     // Signals and cancels sent while this execution runs reach it through the store's hints; the
     // driver reads them at its next pass, between its own appends. The first hint ("subscribed,
@@ -744,12 +763,59 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
       }).pipe(Scope.extend(follow), Effect.ignore)
     }
 
+    const decide = (decided: Ended | undefined | Effect.Effect<Ended | undefined, Store.StoreError>) =>
+      Effect.isEffect(decided) ? decided : Effect.succeed(decided)
+    const clock = store.clock
+    /** Passes until one decides something (resuming the fiber with it) or there is nothing to look at. */
+    function drive(): void {
+      const resume = resumeDriver
+      if (resume === undefined || !woken) {
+        driving = false
+        return
+      }
+      // Wake-ups during the passes need no microtask of their own.
+      driving = true
+      if (clock === undefined) {
+        woken = false
+        resumeDriver = undefined
+        driving = false
+        return resume(Effect.flatMap(now, (at) => decide(pass(at))))
+      }
+      for (let passes = 0; woken; passes++) {
+        // A workflow that keeps waking its driver lets other work run now and then.
+        if (passes === 100) {
+          setImmediate(drive)
+          return
+        }
+        woken = false
+        let decided: ReturnType<typeof pass>
+        try {
+          decided = pass(clock())
+        } catch (defect) {
+          // A bug, or a function of the workflow's that threw (a durable value's `make`): the
+          // execution dies with it, as it would in an Effect, rather than the process.
+          decided = Effect.die(defect)
+        }
+        if (decided !== undefined) {
+          resumeDriver = undefined
+          driving = false
+          return resume(decide(decided))
+        }
+      }
+      driving = false
+    }
+    const next = Effect.async<Ended | undefined, Store.StoreError>((resume) => {
+      resumeDriver = resume
+      drive()
+      return Effect.sync(() => {
+        resumeDriver = undefined
+      })
+    })
+
     const result = yield* Effect.gen(function*() {
       while (true) {
-        const done = yield* iterate
-        if (Option.isSome(done)) return done.value
-        yield* wake.await
-        wake.close()
+        const done = yield* next
+        if (done !== undefined) return done
       }
     }).pipe(
       Effect.ensuring(

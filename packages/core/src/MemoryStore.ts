@@ -79,6 +79,8 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
   const hub = yield* PubSub.unbounded<string>()
   const wakeHub = yield* PubSub.unbounded<void>()
   const now = Clock.currentTimeMillis
+  // The same Clock as plain code: the one this store was made with (a TestClock in tests).
+  const clockService = yield* Effect.clock
   const publish = (runId: string) => PubSub.publish(hub, runId)
   const wake = PubSub.publish(wakeHub, undefined)
 
@@ -172,6 +174,7 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
     }),
     limits: { ...Json.defaultLimits, ...options.limits },
     now: Effect.map(now, (ms) => new Date(ms)),
+    clock: () => new Date(clockService.unsafeCurrentTimeMillis()),
 
     start: (params) =>
       Effect.gen(function*() {

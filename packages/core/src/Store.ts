@@ -363,6 +363,11 @@ export interface StoreService {
   ) => Effect.Effect<Date | null, StoreError>
   /** The store's clock: database time in Postgres, the Effect Clock in memory. */
   readonly now: Effect.Effect<Date, StoreError>
+  /**
+   * The same clock read as plain code, for stores whose clock needs no Effect (Postgres: database
+   * time estimated locally). With it, the interpreter decides without resuming its fiber.
+   */
+  readonly clock?: () => Date
 }
 
 /**

@@ -1,6 +1,6 @@
 // The interpreter's promises beyond the seed scenarios, on the in-memory store and TestClock.
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
+import { Cause, Context, Deferred, Effect, Fiber, Layer, Option, Schema, TestClock } from "effect"
 import { Client, Json, MemoryStore, Step, Store, Workflow } from "@chronicle/core"
 import { StoreLayer, eventTypes, makeCounter, worker } from "./helpers.js"
 
@@ -349,6 +349,19 @@ describe("code that changed under a run", () => {
       assert.strictEqual(executed?.result._tag, "Parked")
       assert.include(executed?.result._tag === "Parked" ? executed.result.error.message : "", "the run's input")
       assert.isTrue((yield* Client.get(runId)).row.parked)
+    }).pipe(Effect.provide(StoreLayer)))
+
+  it.effect("a workflow body that throws instead of returning an Effect ends its execution as a defect, not the process", () =>
+    Effect.gen(function*() {
+      // The driver's passes run as plain code (in a microtask): what throws there must reach the
+      // execution's fiber, as it would inside an Effect, not escape as an uncaught exception.
+      const W = Workflow.make({ name: "throws", version: 1, input: Schema.Void, success: Schema.Void }, (): Effect.Effect<void> => {
+        throw new Error("not an Effect")
+      })
+      yield* Client.start(W, undefined)
+      const exit = yield* Effect.exit(Effect.flatMap(worker([W]), (w) => w.drain))
+      assert.isTrue(exit._tag === "Failure" && Cause.isDie(exit.cause))
+      assert.include(exit._tag === "Failure" ? Cause.pretty(exit.cause) : "", "not an Effect")
     }).pipe(Effect.provide(StoreLayer)))
 
   it("a body that fails with a typed error needs an error Schema (a compile-time check)", () => {

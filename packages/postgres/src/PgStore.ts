@@ -282,7 +282,8 @@ export const make = (options: Options = {}): Effect.Effect<
       if (row) offset = row.now.getTime() - Date.now()
     })
     yield* measure
-    const now = Effect.sync(() => new Date(Date.now() + offset))
+    const clock = () => new Date(Date.now() + offset)
+    const now = Effect.sync(clock)
     // Every reading is a fresh lower bound: take the latest, so the estimate follows this
     // machine's clock if it jumps (a running minimum would not recover from a backward jump).
     const observe = (dbNow: Date | undefined) => {
@@ -502,6 +503,7 @@ export const make = (options: Options = {}): Effect.Effect<
     const service: Store.StoreService = {
       limits: { ...Json.defaultLimits, ...options.limits },
       now,
+      clock,
 
       // A start alone NOTIFYs in its own transaction, the quickest way to the workers; starts
       // that overlap commit quietly and share the NOTIFY after (see startRun.ts).

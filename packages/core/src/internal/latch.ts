@@ -1,8 +1,7 @@
 /**
  * A latch for one waiter, opened as plain code: `open` wakes the waiter, or leaves the latch open
  * for the next wait; the waiter `close`s it once it has looked. Effect's Latch wraps every wait in
- * an interruption handler, which the interpreter's driver (several waits per run) and every
- * `Client.result` paid for.
+ * an interruption handler, which every `Client.result` paid for.
  *
  * @internal
  */
@@ -27,15 +26,6 @@ export class Latch {
   close(): void {
     this.isOpen = false
   }
-
-  /**
-   * Waits until the latch is open. An interrupted wait needs no cleaning up: a later `open` calls a
-   * resume that has been called already, which is ignored.
-   */
-  readonly await: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.isOpen) resume(Effect.void)
-    else this.waiter = resume
-  })
 
   /** Waits until the latch is open, or `ms` at most (on a timer, cleared when it opens). */
   awaitAtMost(ms: number): Effect.Effect<void> {
