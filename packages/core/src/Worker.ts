@@ -154,10 +154,11 @@ export const make = <W extends Workflow.Any>(
     let writeWaiting = 0
     const attemptSlot = new Permits(concurrency)
     const maxHeld = concurrency * 100
-    const capacity = yield* Queue.sliding<void>(1)
+    /** Tells the claim loop of freed capacity, as plain code (set by `run`). */
+    let onFreed = (): void => {}
     /** An execution started waiting (it frees capacity: tell the claim loop) or stopped. */
     const freed = (waiting: boolean) => {
-      if (waiting) Queue.unsafeOffer(capacity, undefined)
+      if (waiting) onFreed()
     }
 
     // One subscription to the store's event hints for all executions, routed by run id: a
@@ -350,6 +351,8 @@ export const make = <W extends Workflow.Any>(
         const pokeIfWork = () => {
           if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)
         }
+        // Freed capacity pokes the loop at once (a fiber of its own relayed it: a hop per run).
+        onFreed = pokeIfWork
         // The heartbeat first: finalizers run in reverse, so it keeps the leases alive while the
         // shutdown below waits for running steps.
         yield* announce
@@ -394,7 +397,6 @@ export const make = <W extends Workflow.Any>(
             }
           }
         }).pipe(Effect.forkScoped)
-        yield* Queue.take(capacity).pipe(Effect.zipRight(Effect.sync(pokeIfWork)), Effect.forever, Effect.forkScoped)
         /** The next due time the last claim brought back, until used. */
         let knownNext: Date | null | undefined
         while (true) {
