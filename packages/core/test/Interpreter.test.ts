@@ -364,6 +364,23 @@ describe("code that changed under a run", () => {
       assert.include(exit._tag === "Failure" ? Cause.pretty(exit.cause) : "", "not an Effect")
     }).pipe(Effect.provide(StoreLayer)))
 
+  it.effect("a signal Schema whose check throws, met while the log is handed back, ends the execution as a defect, not the process", () =>
+    Effect.gen(function*() {
+      // Handing back the log happens in a later pass, in a microtask: the throw must reach the
+      // execution's fiber there too.
+      const Picky = Schema.String.pipe(Schema.filter((): boolean => {
+        throw new Error("the check threw")
+      }))
+      const W = Workflow.make({ name: "picky", version: 1, input: Schema.Void, success: Schema.String }, () =>
+        Workflow.signal("go", Picky))
+      const { runId } = yield* Client.start(W, undefined)
+      yield* Effect.flatMap(worker([W]), (w) => w.drain)
+      yield* Client.signal(runId, "go", "now")
+      const exit = yield* Effect.exit(Effect.flatMap(worker([W]), (w) => w.drain))
+      assert.isTrue(exit._tag === "Failure" && Cause.isDie(exit.cause))
+      assert.include(exit._tag === "Failure" ? Cause.pretty(exit.cause) : "", "the check threw")
+    }).pipe(Effect.provide(StoreLayer)))
+
   it("a body that fails with a typed error needs an error Schema (a compile-time check)", () => {
     class Oops extends Schema.TaggedError<Oops>()("Oops", {}) {}
     Workflow.make(
