@@ -769,31 +769,25 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
     /** Passes until one decides something (resuming the fiber with it) or there is nothing to look at. */
     function drive(): void {
       const resume = resumeDriver
-      if (resume === undefined || !woken) {
-        driving = false
-        return
-      }
-      // Wake-ups during the passes need no microtask of their own.
-      driving = true
+      driving = false
+      if (resume === undefined || !woken) return
       if (clock === undefined) {
         woken = false
         resumeDriver = undefined
-        driving = false
         return resume(Effect.flatMap(now, (at) => decide(pass(at))))
       }
+      // Wake-ups during the passes need no microtask of their own.
+      driving = true
       for (let passes = 0; woken; passes++) {
         // A workflow that keeps waking its driver lets other work run now and then.
-        if (passes === 100) {
-          setImmediate(drive)
-          return
-        }
+        if (passes === 100) return void setImmediate(drive)
         woken = false
         let decided: ReturnType<typeof pass>
         try {
           decided = pass(clock())
         } catch (defect) {
-          // A bug, or a function of the workflow's that threw (a durable value's `make`): the
-          // execution dies with it, as it would in an Effect, rather than the process.
+          // A bug, or code of the workflow's that threw (its body function, a signal Schema's
+          // check): the execution dies with it, as it would in an Effect, rather than the process.
           decided = Effect.die(defect)
         }
         if (decided !== undefined) {
