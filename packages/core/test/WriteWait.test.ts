@@ -1,6 +1,7 @@
 // A run waiting for its write, with no step running, does not hold one of the worker's
 // `concurrency` slots (the next run executes meanwhile); the worker still holds at most three times
-// `concurrency` such runs, and step bodies never run more than `concurrency` at once.
+// `concurrency` such runs, step bodies never run more than `concurrency` at once, and a run going to
+// its write wakes the claim loop at once.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Schema } from "effect"
 import { Client, MemoryStore, Step, Store, Worker, Workflow } from "@chronicle/core"
@@ -38,6 +39,20 @@ describe("runs waiting for their write", () => {
       // ...but run 4 waited for it: three runs held with concurrency 1.
       assert.isAtLeast(at(4) - at(1), WRITE_MS - 10, "a fourth run was held with concurrency 1")
       assert.strictEqual(bodies.length, 4)
+    }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
+
+  it.live("a run that goes to its write wakes the claim loop at once, not at its next poll", () =>
+    Effect.gen(function*() {
+      bodies.length = 0
+      const runs = yield* Effect.forEach([1, 2, 3], (n) => Client.start(OneStep, { n }))
+      // A poll far off: only the freed capacity can get run 3 claimed while run 1 writes (run 2
+      // is claimed one batch ahead with run 1).
+      const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval: "30 seconds" })
+      const worker = yield* Effect.fork(w.run())
+      for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(OneStep, runId), i + 1)
+      yield* Fiber.interrupt(worker)
+      const at = (n: number) => bodies.find((b) => b.n === n)!.at
+      assert.isBelow(at(3) - at(1), WRITE_MS, "run 3 waited for run 1's write to end")
     }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
 
   it.live("step bodies still never run more than `concurrency` at once", () =>
