@@ -3,7 +3,7 @@
 // `concurrency` such runs, step bodies never run more than `concurrency` at once, and a run going to
 // its write wakes the claim loop at once.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Schema } from "effect"
+import { Duration, Effect, Fiber, Layer, Schema } from "effect"
 import { Client, MemoryStore, Step, Store, Worker, Workflow } from "@chronicle/core"
 
 const WRITE_MS = 400
@@ -24,16 +24,25 @@ const OneStep = Workflow.make(
   ({ n }) => Step.run("body", Effect.sync(() => (bodies.push({ n, at: Date.now() }), n)))
 )
 
+/**
+ * Starts one-step runs 1..count, runs a worker of concurrency 1 until each has its result, and
+ * returns when each run's body ran.
+ */
+const runOneSteps = (count: number, pollInterval: Duration.DurationInput) =>
+  Effect.gen(function*() {
+    bodies.length = 0
+    const runs = yield* Effect.forEach(Array.from({ length: count }, (_, i) => i + 1), (n) => Client.start(OneStep, { n }))
+    const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval })
+    const worker = yield* Effect.fork(w.run())
+    for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(OneStep, runId), i + 1)
+    yield* Fiber.interrupt(worker)
+    return (n: number) => bodies.find((b) => b.n === n)!.at
+  })
+
 describe("runs waiting for their write", () => {
   it.live("free their slot for the next run, up to three times `concurrency` held", () =>
     Effect.gen(function*() {
-      bodies.length = 0
-      const runs = yield* Effect.forEach([1, 2, 3, 4], (n) => Client.start(OneStep, { n }))
-      const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval: "50 millis" })
-      const worker = yield* Effect.fork(w.run())
-      for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(OneStep, runId), i + 1)
-      yield* Fiber.interrupt(worker)
-      const at = (n: number) => bodies.find((b) => b.n === n)!.at
+      const at = yield* runOneSteps(4, "50 millis")
       // Runs 2 and 3 ran while run 1's write was in flight...
       assert.isBelow(at(3) - at(1), WRITE_MS, "the third run waited for the first one's write")
       // ...but run 4 waited for it: three runs held with concurrency 1.
@@ -43,15 +52,9 @@ describe("runs waiting for their write", () => {
 
   it.live("a run that goes to its write wakes the claim loop at once, not at its next poll", () =>
     Effect.gen(function*() {
-      bodies.length = 0
-      const runs = yield* Effect.forEach([1, 2, 3], (n) => Client.start(OneStep, { n }))
       // A poll far off: only the freed capacity can get run 3 claimed while run 1 writes (run 2
       // is claimed one batch ahead with run 1).
-      const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval: "30 seconds" })
-      const worker = yield* Effect.fork(w.run())
-      for (const [i, { runId }] of runs.entries()) assert.strictEqual(yield* Client.result(OneStep, runId), i + 1)
-      yield* Fiber.interrupt(worker)
-      const at = (n: number) => bodies.find((b) => b.n === n)!.at
+      const at = yield* runOneSteps(3, "30 seconds")
       assert.isBelow(at(3) - at(1), WRITE_MS, "run 3 waited for run 1's write to end")
     }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
 
