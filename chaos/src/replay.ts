@@ -68,7 +68,7 @@ export const replay = (
       get: () => unexpected("get the run"),
       onChanges: () => Effect.void,
       events: Stream.never,
-      wakeups: Stream.never,
+      onWakeups: () => Effect.void,
       nextWakeAt: () => Effect.succeed(null),
       now: Effect.succeed(terminal.at)
     }

@@ -192,14 +192,20 @@ export const result = <W extends Workflow.Any>(workflow: W, runId: string) =>
     // Subscribe first, then look (the first hint comes once subscribed): an end in between is not
     // missed. A look at least every second is the backstop for a lost hint, or for hints that
     // could not be subscribed to at all. The hints arrive as a callback: a Stream per result cost
-    // more CPU than the rest of the call.
-    const row = yield* Effect.scoped(Effect.gen(function*() {
+    // more CPU than the rest of the call. A hint that brings the run's end (its worker is in this
+    // process and has committed it) saves the read.
+    const row: Pick<StoreModule.RunRow, "status" | "output" | "error"> = yield* Effect.scoped(Effect.gen(function*() {
       const hint = new Latch()
-      const subscribed = yield* Effect.either(store.onChanges(runId, hint.open))
+      let ended: StoreModule.Ended | undefined
+      const subscribed = yield* Effect.either(store.onChanges(runId, (end) => {
+        if (end !== undefined) ended = end
+        hint.open()
+      }))
       if (Either.isLeft(subscribed)) hint.open() // look now, then every second
       while (true) {
         yield* hint.awaitAtMost(1_000)
         hint.close()
+        if (ended !== undefined) return ended
         const row = yield* store.get(runId)
         if (terminal(row.status)) return row
       }

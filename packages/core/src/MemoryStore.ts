@@ -354,7 +354,12 @@ export const makeWith = (options: { readonly limits?: Partial<Json.Limits> } = {
         return next === null ? null : new Date(next)
       }),
 
-    wakeups: Stream.fromPubSub(wakeHub),
+    onWakeups: (onHint) =>
+      Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(wakeHub)
+        onHint()
+        yield* Queue.take(subscription).pipe(Effect.tap(() => Effect.sync(onHint)), Effect.forever, Effect.forkScoped)
+      }),
 
     events: Stream.fromPubSub(hub),
 

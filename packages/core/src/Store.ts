@@ -45,6 +45,20 @@ export interface RunRow {
 }
 
 /**
+ * A run's completion or failure as the process that appended it knows it, after the commit: the
+ * fields of its `RunRow` that a result is made of, as a read would return them. (A cancelled run
+ * is read: its reason is in its log.)
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Ended {
+  readonly status: "completed" | "failed"
+  readonly output: Json.Json | null
+  readonly error: Json.Json | null
+}
+
+/**
  * A run handed to a worker: its identity, the fencing epoch, and its whole log.
  *
  * @since 0.1.0
@@ -325,8 +339,12 @@ export interface StoreService {
    * open: `onHint` runs, as plain code, once the subscription is active (read then, so that nothing
    * written just before is missed) and then whenever the run may have new events. A callback, not
    * a Stream: for `Client.result` a Stream per wait cost more than the wait itself.
+   *
+   * When the run's end was appended through this same store (its worker runs in this process),
+   * the store may pass that end with the hint, once it is committed: the caller may take it
+   * instead of reading the run.
    */
-  readonly onChanges: (runId: string, onHint: () => void) => Effect.Effect<void, StoreError, Scope.Scope>
+  readonly onChanges: (runId: string, onHint: (ended?: Ended) => void) => Effect.Effect<void, StoreError, Scope.Scope>
   /**
    * The ids of runs that have new events, for all runs at once (a worker routes them to its
    * executions). `"*"` means a hint may have been missed (the channel reconnected): every
@@ -339,11 +357,14 @@ export interface StoreService {
    */
   readonly activity: Stream.Stream<string, StoreError>
   /**
-   * Hints that some runs may have become runnable: a run was started or sent something, or a run
-   * was released to run now. Also emitted after the store's wake-up channel reconnects, when a
-   * hint may have been missed: a worker claims (polls) on every element.
+   * Hints that some runs may have become runnable (a run was started or sent something, or a run
+   * was released to run now), for as long as the scope is open: `onHint` runs, as plain code, once
+   * the subscription is active, whenever there is such a hint, and whenever one may have been
+   * missed (the store's wake-up channel reconnected). A worker claims (polls) on every hint. A
+   * callback, not a Stream: a Stream's hop from the listener to the worker was a third of the
+   * time from a NOTIFY to the claim it wakes.
    */
-  readonly wakeups: Stream.Stream<void, StoreError>
+  readonly onWakeups: (onHint: () => void) => Effect.Effect<void, StoreError, Scope.Scope>
   /**
    * A worker says it is alive and which workflow versions it runs, for `ttlMs` (it repeats this
    * at every heartbeat interval).

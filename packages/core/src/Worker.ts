@@ -22,9 +22,10 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Fiber, Layer, Option, Queue, Stream } from "effect"
+import { Cause, Context, Duration, Effect, Fiber, Layer, Option, Stream } from "effect"
 import { Execution } from "./Execution.js"
 import * as Faults from "./Faults.js"
+import { Doorbell } from "./internal/doorbell.js"
 import { Permits } from "./internal/permits.js"
 import * as Interpreter from "./Interpreter.js"
 import * as Json from "./Json.js"
@@ -339,8 +340,7 @@ export const make = <W extends Workflow.Any>(
 
     const run = (onExecuted: (executed: Executed) => Effect.Effect<void> = ignoreExecuted) =>
       Effect.gen(function*() {
-        const wake = yield* Queue.sliding<void>(1)
-        const poke = Queue.offer(wake, undefined)
+        const wake = new Doorbell(yield* Effect.runtime<never>())
         // Whether a claim may find work: the last one came back full, or a wake-up (NOTIFY) came
         // since it started. Freed capacity (an execution ending, or starting to wait) pokes the
         // loop only then: on an idle system each run made its worker claim, and look up its next
@@ -349,7 +349,7 @@ export const make = <W extends Workflow.Any>(
         let wakeups = 0
         let workPending = true
         const pokeIfWork = () => {
-          if (workPending || recoverDue) Queue.unsafeOffer(wake, undefined)
+          if (workPending || recoverDue) wake.ring()
         }
         // Freed capacity pokes the loop at once (a fiber of its own relayed it: a hop per run).
         onFreed = pokeIfWork
@@ -360,17 +360,13 @@ export const make = <W extends Workflow.Any>(
         yield* Effect.forkScoped(routeHints)
         yield* Effect.addFinalizer(() => shutdown.pipe(Effect.zipRight(store.retire(owner).pipe(Effect.ignore))))
         yield* Effect.forkScoped(warnUnserved)
-        // Hints first, then the first claim: a hint sent in between is not lost.
-        yield* store.wakeups.pipe(
-          Stream.runForEach(() =>
-            Effect.zipRight(
-              Effect.sync(() => {
-                wakeups++
-                workPending = true
-              }),
-              poke
-            )
-          ),
+        // Hints first, then the first claim: a hint sent in between is not lost. (A store that
+        // cannot subscribe yet keeps trying in the background; the poll stands in meanwhile.)
+        yield* store.onWakeups(() => {
+          wakeups++
+          workPending = true
+          wake.ring()
+        }).pipe(
           Effect.retry({ times: 1_000_000 }),
           Effect.forkScoped
         )
@@ -439,7 +435,7 @@ export const make = <W extends Workflow.Any>(
             const pastIt = () => {
               if (!alone) return
               alone = false
-              Queue.unsafeOffer(wake, undefined)
+              wake.ring()
             }
             for (const c of claimed) {
               inFlight++
@@ -470,7 +466,7 @@ export const make = <W extends Workflow.Any>(
           }
           // Full: nothing to claim until an execution ends or starts waiting, and each pokes the loop.
           if (free <= 0 && !stopping) {
-            yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(pollMs))
+            yield* wake.waitAtMost(pollMs)
             continue
           }
           const next = knownNext !== undefined
@@ -479,7 +475,7 @@ export const make = <W extends Workflow.Any>(
           knownNext = undefined
           const at = yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
           const untilNext = next === null ? pollMs : Math.max(0, next.getTime() - at.getTime())
-          yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(Math.min(pollMs, untilNext)))
+          yield* wake.waitAtMost(Math.min(pollMs, untilNext))
         }
       }).pipe(
         Effect.scoped,

@@ -395,6 +395,44 @@ export const make = (options: Options = {}): Effect.Effect<
     const appendOrRecover = (params: AppendParams) =>
       appendOnce(params).pipe(Effect.catchAll((error) => (error.retryable ? recoverOrAppend(params) : Effect.fail(error))))
 
+    // ---- ends appended here ---------------------------------------------------------------------
+    // A run's end appended through this store is handed to those in this process waiting for it
+    // (a `Client.result` beside its worker) as soon as it is committed, before the worker goes on:
+    // they no longer wait for the `_ended` NOTIFY to come back from the server and then read the
+    // run. The NOTIFY often came back before the append's own answer (by 0.4 ms on the service
+    // Postgres), so while such an append is in flight the NOTIFY for its run is held back, and
+    // passed on only if the append did not end the run here. W3 trace, per run: from the end's
+    // append answered to `result` returning, about 1.05 ms before, 0.5 ms after. Each waiter
+    // gets its own copy, parsed from the JSON text that was written, as a read would return it.
+    const endWaiters = new Map<string, Set<(ended?: Store.Ended) => void>>()
+    /** Runs waited on here with an append in flight, and whether their `_ended` NOTIFY came meanwhile. */
+    const endingHere = new Map<string, { appends: number; notified: boolean }>()
+    const appendStarts = (runId: string) => {
+      if (!endWaiters.has(runId)) return
+      const ending = endingHere.get(runId)
+      if (ending === undefined) endingHere.set(runId, { appends: 1, notified: false })
+      else ending.appends++
+    }
+    const appendAnswered = (params: AppendParams, exit: Exit.Exit<AppendResult, PgError.PgError>) => {
+      const ending = endingHere.get(params.runId)
+      if (ending === undefined) return
+      if (--ending.appends === 0) endingHere.delete(params.runId)
+      const waiters = endWaiters.get(params.runId)
+      if (waiters === undefined) return
+      const terminal = Exit.isSuccess(exit) && Either.isRight(exit.value) ? terminalOf(params.events) : undefined
+      for (const onHint of [...waiters]) {
+        if (terminal?.status === "completed" || terminal?.status === "failed") {
+          onHint({
+            status: terminal.status,
+            output: terminal.output === null ? null : Json.parse(terminal.output),
+            error: terminal.error === null ? null : Json.parse(terminal.error)
+          })
+        } else if (ending.notified) {
+          onHint()
+        }
+      }
+    }
+
     // ---- group commit ----------------------------------------------------------------------
     // Appends that arrive while a batch is being written wait for the next batch, so under load
     // many runs share one statement and one commit; alone, an append goes out at once.
@@ -476,7 +514,9 @@ export const make = (options: Options = {}): Effect.Effect<
       }
       return batch
     }
-    const enqueueAppend = Batcher.make(takeAppends, writeBatch)
+    const enqueueAppend = Batcher.make(takeAppends, writeBatch, (params, exit) => {
+      if (endingHere.size > 0) appendAnswered(params, exit)
+    })
 
     // ---- NOTIFY after a commit ----------------------------------------------------------------
     // A start commits without NOTIFY (see startRun.ts) and queues its wake-up for a statement
@@ -546,7 +586,10 @@ export const make = (options: Options = {}): Effect.Effect<
         ),
 
       append: (params) =>
-        enqueueAppend(params).pipe(
+        Effect.suspend(() => {
+          if (endWaiters.size > 0) appendStarts(params.runId)
+          return enqueueAppend(params)
+        }).pipe(
           Effect.mapError(storeError("append")),
           Effect.flatMap((result) => Either.isLeft(result) ? Effect.fail(result.left) : Effect.succeed(result.right))
         ),
@@ -628,12 +671,30 @@ export const make = (options: Options = {}): Effect.Effect<
       onChanges: (runId, onHint) =>
         Effect.zipRight(
           listener.subscribe(channel.ended, (e) => {
-            if (e._tag === "Listening" ? e.reconnected : e.payload === runId) onHint()
+            if (e._tag === "Listening" ? !e.reconnected : e.payload !== runId) return
+            const ending = e._tag === "Notification" ? endingHere.get(runId) : undefined
+            if (ending !== undefined) ending.notified = true // its append's answer says more
+            else onHint()
           }),
           listener.subscribe(channel.events, (e) => {
             if (e._tag === "Listening" || e.payload === runId) onHint()
           })
-        ).pipe(Effect.mapError(listenError)),
+        ).pipe(
+          Effect.mapError(listenError),
+          Effect.zipRight(Effect.acquireRelease(
+            Effect.sync(() => {
+              const waiters = endWaiters.get(runId) ?? new Set()
+              waiters.add(onHint)
+              endWaiters.set(runId, waiters)
+            }),
+            () =>
+              Effect.sync(() => {
+                const waiters = endWaiters.get(runId)
+                waiters?.delete(onHint)
+                if (waiters?.size === 0) endWaiters.delete(runId)
+              })
+          ))
+        ),
 
       // A LISTEN that fails (its connection is being replaced) is tried again: each new
       // subscription starts with "catch up now", so nothing is missed in between. (`onChanges`
@@ -680,7 +741,9 @@ export const make = (options: Options = {}): Effect.Effect<
         Stream.mapError(listenError)
       ),
 
-      wakeups: listener.listen(channel.wake).pipe(Stream.retry(relisten), Stream.as(undefined), Stream.mapError(listenError)),
+      // A LISTEN that fails (its connection is being replaced) is tried again, as for the streams.
+      onWakeups: (onHint) =>
+        listener.subscribe(channel.wake, () => onHint()).pipe(Effect.retry(relisten), Effect.mapError(listenError)),
 
       recoverable: (workflows) =>
         pool.query<{ recoverable: boolean }>(sql.recoverable, versions(workflows)).pipe(

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process"
 import type { ChildProcess } from "node:child_process"
 import { join } from "node:path"
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Fiber, Schema, Stream } from "effect"
+import { Duration, Effect, Fiber, Schema } from "effect"
 import { Client, Store, Worker, Workflow } from "@chronicle/core"
 import { PgClient, PgPool, PgStore } from "@chronicle/postgres"
 import pg from "pg"
@@ -280,7 +280,7 @@ describe("wake-ups", () => {
   it.scopedLive("with no hints at all, the poll alone still wakes the worker", () =>
     withEngine(() =>
       Effect.gen(function*() {
-        const deaf = Effect.map(Store.Store, (store) => ({ ...store, wakeups: Stream.never }))
+        const deaf = Effect.map(Store.Store, (store) => ({ ...store, onWakeups: () => Effect.void }))
         const w = yield* Worker.make({ workflows: [Quick], pollInterval: "300 millis" }).pipe(
           Effect.provideServiceEffect(Store.Store, deaf)
         )

@@ -35,7 +35,9 @@ const ignore = () => {}
 
 export const make = <P, A, E>(
   take: (queue: Array<Pending<P, A, E>>) => Array<Pending<P, A, E>>,
-  write: (batch: ReadonlyArray<Pending<P, A, E>>) => Effect.Effect<void>
+  write: (batch: ReadonlyArray<Pending<P, A, E>>) => Effect.Effect<void>,
+  /** Sees each answer just before its caller is resumed with it, as plain code. */
+  onAnswer?: (params: P, exit: Exit.Exit<A, E>) => void
 ): Batcher<P, A, E> => {
   const queue: Array<Pending<P, A, E>> = []
   let flushing = false
@@ -58,6 +60,7 @@ export const make = <P, A, E>(
         done: (exit) => {
           if (answer !== undefined) return
           answer = exit
+          onAnswer?.(params, exit)
           resume?.(exit)
         }
       })

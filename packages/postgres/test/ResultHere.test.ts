@@ -1,0 +1,88 @@
+// `Client.result` beside the worker that ends the run (one PgStore in one process) takes the run's
+// end from the worker's append as soon as it is committed, instead of waiting for the `_ended`
+// NOTIFY and reading the run. What it returns must be what a read gives, for every kind of end.
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, Schema } from "effect"
+import { Client, Step, Store, Worker, Workflow } from "@chronicle/core"
+import { PgStore } from "@chronicle/postgres"
+import { withEngine } from "./helpers.js"
+
+class OutOfStock extends Schema.TaggedError<OutOfStock>()("OutOfStock", { sku: Schema.String, left: Schema.Int }) {}
+
+const Order = Schema.Struct({
+  id: Schema.String,
+  lines: Schema.Array(Schema.Struct({ sku: Schema.String, qty: Schema.Int })),
+  totals: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  placedAt: Schema.Date
+})
+
+const Input = Schema.Struct({ kind: Schema.Literal("order", "out-of-stock", "nothing"), gate: Schema.String })
+
+/** Each run's step waits for its gate to open, so the caller is surely waiting when the run ends. */
+const gates = new Map<string, Deferred.Deferred<void>>()
+
+const Place = Workflow.make(
+  { name: "place", version: 1, input: Input, success: Schema.Union(Order, Schema.Void), error: OutOfStock },
+  ({ gate, kind }) =>
+    Effect.gen(function*() {
+      yield* Step.run("wait for the gate", Deferred.await(gates.get(gate)!))
+      if (kind === "out-of-stock") return yield* Effect.fail(new OutOfStock({ sku: "tea", left: 0 }))
+      if (kind === "nothing") return undefined
+      return {
+        id: "o-1",
+        lines: [{ sku: "tea", qty: 2 }, { sku: "cup", qty: 1 }],
+        totals: { zeta: 1.5, a: 12, middle: -0.25 },
+        placedAt: new Date("2026-11-21T10:00:00.000Z")
+      }
+    })
+)
+
+describe("Client.result beside the worker", () => {
+  for (const kind of ["order", "out-of-stock", "nothing"] as const) {
+    it.scopedLive(`takes a run's end (${kind}) from its worker's append, without reading the run again, and returns what a read gives`, () =>
+      withEngine((url) =>
+        Effect.gen(function*() {
+          const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
+          yield* Effect.forkScoped(w.run())
+          const gate = yield* Deferred.make<void>()
+          gates.set(kind, gate)
+          const { runId } = yield* Client.start(Place, { kind, gate: kind })
+
+          // This process's store, with its reads of the run counted.
+          let reads = 0
+          const counted = Effect.map(Store.Store, (store): Store.StoreService => ({
+            ...store,
+            get: (id) => Effect.zipRight(Effect.sync(() => reads++), store.get(id))
+          }))
+          const here = yield* Client.result(Place, runId).pipe(
+            Effect.exit,
+            Effect.provideServiceEffect(Store.Store, counted),
+            Effect.fork
+          )
+          // Its first look (the run is still in its step), then the end.
+          while (reads === 0) yield* Effect.sleep("10 millis")
+          yield* Effect.sleep("100 millis")
+          yield* Deferred.succeed(gate, undefined)
+          const fromAppend = yield* Fiber.join(here)
+          assert.strictEqual(reads, 1, "the end came with the hint: no second read")
+
+          // Another process's store can only read it.
+          const fromRead = yield* Client.result(Place, runId).pipe(
+            Effect.exit,
+            Effect.provide(PgStore.layer({ connectionString: url, max: 2 }))
+          )
+          assert.deepStrictEqual(fromAppend, fromRead)
+          if (kind === "order") {
+            assert.isTrue(Exit.isSuccess(fromAppend))
+            const order = (fromAppend as Exit.Success<typeof Order.Type, never>).value
+            assert.instanceOf(order.placedAt, Date)
+            assert.deepStrictEqual(order.totals, { zeta: 1.5, a: 12, middle: -0.25 })
+          }
+          if (kind === "out-of-stock") {
+            assert.isTrue(Exit.isFailure(fromAppend))
+            assert.deepStrictEqual(Exit.isFailure(fromAppend) ? fromAppend.cause : undefined, Exit.isFailure(fromRead) ? fromRead.cause : null)
+          }
+          if (kind === "nothing") assert.deepStrictEqual(fromAppend, Exit.void)
+        })), 30_000)
+  }
+})
