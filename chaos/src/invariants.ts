@@ -8,6 +8,8 @@
  * - `leases`: an audit of every change of a run's lease (claims, releases, ends), written by a
  *   trigger on `chronicle.runs` that the suite installs in its own database. A claim row carries
  *   the run's `last_seq` at the claim: every event with a higher seq was appended after that claim.
+ *   A run started leased to a worker of the starting process (`takeStarts`) counts as claimed by
+ *   its insert.
  * - `expected`, `submissions`, `sends`, `faults`: the model of each run, what every start call
  *   returned, every signal sent, and every fault injected, loaded after the drain.
  *
@@ -79,12 +81,16 @@ export const setup = async (db: Queryable, schema = "chronicle"): Promise<void> 
     BEGIN
       INSERT INTO chaos.leases (run_id, epoch, attempts, crashes, owner, status, last_seq, claim)
       VALUES (NEW.id, NEW.lease_epoch, NEW.attempts, NEW.crashes, NEW.lease_owner, NEW.status, NEW.last_seq,
-              NEW.lease_epoch <> OLD.lease_epoch);
+              TG_OP = 'INSERT' OR NEW.lease_epoch <> OLD.lease_epoch);
       RETURN NULL;
     END $$;
     DROP TRIGGER IF EXISTS chaos_audit_lease ON "${schema}".runs;
     CREATE TRIGGER chaos_audit_lease AFTER UPDATE ON "${schema}".runs FOR EACH ROW
       WHEN (NEW.lease_epoch IS DISTINCT FROM OLD.lease_epoch OR NEW.lease_owner IS DISTINCT FROM OLD.lease_owner)
+      EXECUTE FUNCTION chaos.audit_lease();
+    DROP TRIGGER IF EXISTS chaos_audit_leased_start ON "${schema}".runs;
+    CREATE TRIGGER chaos_audit_leased_start AFTER INSERT ON "${schema}".runs FOR EACH ROW
+      WHEN (NEW.lease_owner IS NOT NULL)
       EXECUTE FUNCTION chaos.audit_lease();
   `)
 }

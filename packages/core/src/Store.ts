@@ -59,6 +59,25 @@ export interface Ended {
 }
 
 /**
+ * A worker in this process that takes runs of its versions as they start (`StoreService.takeStarts`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StartTaker {
+  readonly owner: string
+  readonly leaseMs: number
+  /** Whether it runs this workflow version. */
+  readonly runs: (workflow: string, version: string) => boolean
+  /** Reserves room for one run now, as plain code; false when it has none to give. */
+  readonly reserve: () => boolean
+  /** Gives a reservation back: the start created no run (it found one by its idempotency key, or failed). */
+  readonly cancel: () => void
+  /** Takes the run the start created, leased to it, once committed. */
+  readonly take: (claimed: Claimed) => void
+}
+
+/**
  * A run handed to a worker: its identity, the fencing epoch, and its whole log.
  *
  * @since 0.1.0
@@ -253,6 +272,12 @@ export interface StoreService {
   readonly limits: Json.Limits
   /** Creates a run with its first event, or returns the existing run of the same idempotency key. */
   readonly start: (params: StartParams) => Effect.Effect<{ readonly runId: string; readonly created: boolean }, InputMismatch | StoreError>
+  /**
+   * Optional. A worker of this process offers to take runs of its versions as they start, for as
+   * long as the scope is open: a start due now that finds room with it creates the run already
+   * leased to it, in the same statement, and hands it over once committed (no NOTIFY, no claim).
+   */
+  readonly takeStarts?: (taker: StartTaker) => Effect.Effect<void, never, Scope.Scope>
   /**
    * Leases up to `limit` runnable runs (pending or waiting with `wakeAt` due) of the given
    * workflow versions, incrementing each one's epoch. With `recover`, a run whose lease expired

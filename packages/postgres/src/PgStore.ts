@@ -270,7 +270,8 @@ export const make = (options: Options = {}): Effect.Effect<
       signalState: Send.signalState(s),
       sendAppend: Send.append(s),
       get: `SELECT ${RUN_COLUMNS} FROM ${s}.runs WHERE id = $1::uuid`,
-      start: Start.startRunQuietly(s)
+      start: Start.startRunQuietly(s),
+      startLeased: Start.startRunLeased(s)
     }
 
     // Database time without a round trip: the offset of the database clock from ours, measured
@@ -540,6 +541,42 @@ export const make = (options: Options = {}): Effect.Effect<
       }
     )
 
+    // ---- starts taken by a worker of this process ---------------------------------------------------
+    // A start due now, with a worker here that runs its version and has room, creates the run
+    // leased to that worker and hands it over once committed: no NOTIFY to the workers and no claim,
+    // two round trips off the way from a start to its first step (W3 trace on the service Postgres,
+    // medians of three alternating pairs: 4.3 -> 2.1 ms; to the result 6.8 -> 4.9 ms). From the reservation to the hand-over the start is uninterruptible: a run
+    // leased to a worker that never heard of it would wait for its lease to expire, and a
+    // reservation never given back would take a place in the worker for good.
+    const takers: Array<Store.StartTaker> = []
+    type LeasedRow = { id: string; created: boolean; same_input: boolean; epoch: string } & { [K in keyof EventRow]: EventRow[K] | null }
+    const startLeased = (params: Store.StartParams, taker: Store.StartTaker, alone: boolean) =>
+      pool.query<LeasedRow>(sql.startLeased, [...startParams(params), taker.owner, taker.leaseMs, alone ? channel.log : null]).pipe(
+        Effect.mapError(storeError("start")),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            const row = Exit.isSuccess(exit) ? exit.value[0] : undefined
+            if (row === undefined || !row.created) return taker.cancel()
+            taker.take({
+              runId: row.id,
+              workflow: params.workflow,
+              version: params.version,
+              epoch: Number(row.epoch),
+              attempts: 1,
+              crashes: 0,
+              events: [toStoredRow(row as EventRow)]
+            })
+          })
+        ),
+        Effect.tap(([row]) => !alone && row?.created === true ? notifyAfterCommit.post([[channel.log, row.id]]) : Effect.void),
+        Effect.flatMap(startResult(params))
+      )
+    const takerFor = (params: Store.StartParams) => {
+      if (params.startAt !== undefined) return undefined
+      for (const taker of takers) if (taker.runs(params.workflow, params.version) && taker.reserve()) return taker
+      return undefined
+    }
+
     const service: Store.StoreService = {
       limits: { ...Json.defaultLimits, ...options.limits },
       now,
@@ -547,10 +584,14 @@ export const make = (options: Options = {}): Effect.Effect<
 
       // A start alone NOTIFYs in its own transaction, the quickest way to the workers; starts
       // that overlap commit quietly and share the NOTIFY after (see startRun.ts).
+      // A start taken by a worker here is uninterruptible from its reservation on (see above).
       start: (params) =>
-        Effect.suspend(() => {
+        Effect.uninterruptibleMask((restore) => Effect.suspend(() => {
+          const taker = takers.length > 0 ? takerFor(params) : undefined
           startsInFlight++
-          const started = startsInFlight === 1
+          const started = taker !== undefined
+            ? startLeased(params, taker, startsInFlight === 1)
+            : restore(startsInFlight === 1
             ? startOn(pool, schema, params)
             : pool.query<{ id: string; created: boolean; same_input: boolean; due: boolean }>(sql.start, startParams(params)).pipe(
               Effect.mapError(storeError("start")),
@@ -560,9 +601,19 @@ export const make = (options: Options = {}): Effect.Effect<
                   : Effect.void
               ),
               Effect.flatMap(startResult(params))
-            )
+            ))
           return Effect.ensuring(started, Effect.sync(() => startsInFlight--))
-        }),
+        })),
+
+      takeStarts: (taker) =>
+        Effect.acquireRelease(
+          Effect.sync(() => void takers.push(taker)),
+          () =>
+            Effect.sync(() => {
+              const i = takers.indexOf(taker)
+              if (i >= 0) takers.splice(i, 1)
+            })
+        ),
 
       claim: ({ leaseMs, limit, owner, recover, workflows }) =>
         pool.query<ClaimRow>(sql.claim, [limit, ...versions(workflows), owner, leaseMs, recover === true]).pipe(

@@ -47,3 +47,31 @@ FROM up`
 export const notifyQuickly = `
 SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
        (SELECT count(pg_notify(channel, payload)) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)) AS sent`
+
+/**
+ * The start that leases the run, in the same statement, to a worker of this process with room for
+ * it (`Store.takeStarts`): the run is inserted `running` under a first lease (epoch 1, one
+ * attempt), as a claim would leave it, and its first event comes back to be handed to the worker.
+ * No wake NOTIFY: no other worker is to claim it. The log's NOTIFY, for watchers, goes at commit
+ * with `$12` (a start alone), or after it with the overlapping starts' (`$12` null). A run found
+ * by its idempotency key is returned as it is, not leased. ($8, the start time, is always null here: only a start due now is taken. $10:
+ * the worker, $11: the lease in milliseconds.)
+ */
+export const startRunLeased = (s: string) => `
+WITH up AS (
+  INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq,
+                              lease_owner, lease_until, lease_epoch, attempts)
+  VALUES ($1::uuid, $2::text, $3::text, 'running', $4::jsonb, $5::text, $6::uuid, $7::text[], $8::timestamptz, 1,
+          $10::text, now() + $11::bigint * interval '1 millisecond', 1, 1)
+  ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL
+  DO UPDATE SET updated_at = r.updated_at
+  RETURNING r.id, (r.xmax = 0) AS created, r.input, r.lease_epoch
+), first_event AS (
+  INSERT INTO ${s}.events (run_id, seq, type, key, payload)
+  SELECT id, 1, 'RunStarted', NULL, $9::jsonb FROM up WHERE created
+  RETURNING seq, type, key, payload, at
+)
+SELECT up.id::text AS id, up.created, up.input = $4::jsonb AS same_input, up.lease_epoch::text AS epoch,
+       f.seq, f.type, f.key, f.payload, f.at,
+       CASE WHEN up.created AND $12::text IS NOT NULL THEN pg_notify($12::text, up.id::text) END AS logged
+FROM up LEFT JOIN first_event f ON true`
