@@ -516,6 +516,7 @@ export const make = (options: Options = {}): Effect.Effect<
       return batch
     }
     const enqueueAppend = Batcher.make(takeAppends, writeBatch, (params, exit) => {
+      if (takenHere.size > 0) takenHere.delete(params.runId)
       if (endingHere.size > 0) appendAnswered(params, exit)
     })
 
@@ -549,6 +550,13 @@ export const make = (options: Options = {}): Effect.Effect<
     // leased to a worker that never heard of it would wait for its lease to expire, and a
     // reservation never given back would take a place in the worker for good.
     const takers: Array<Store.StartTaker> = []
+    // Runs handed over that have had no append answered since: they cannot have ended (a running
+    // run ends only by its worker's append), so a `Client.result` subscribing to one skips its
+    // first look (a read beside the run's first step and append). Every later hint still comes,
+    // and the one-second backstop stands (an execution that died before its first append leaves
+    // its id here: its waiters miss only that first look). W3 trace, start to result, three
+    // alternating pairs: 4.09/4.86/4.30 ms with the first look, 3.93/3.90/3.97 without.
+    const takenHere = new Set<string>()
     type LeasedRow = { id: string; created: boolean; same_input: boolean; epoch: string } & { [K in keyof EventRow]: EventRow[K] | null }
     const startLeased = (params: Store.StartParams, taker: Store.StartTaker, alone: boolean) =>
       pool.query<LeasedRow>(sql.startLeased, [...startParams(params), taker.owner, taker.leaseMs, alone ? channel.log : null]).pipe(
@@ -557,6 +565,7 @@ export const make = (options: Options = {}): Effect.Effect<
           Effect.sync(() => {
             const row = Exit.isSuccess(exit) ? exit.value[0] : undefined
             if (row === undefined || !row.created) return taker.cancel()
+            takenHere.add(row.id)
             taker.take({
               runId: row.id,
               workflow: params.workflow,
@@ -646,7 +655,10 @@ export const make = (options: Options = {}): Effect.Effect<
         ),
 
       release: ({ epoch, parked, runId, seenSeq, wakeAt }) =>
-        pool.query<{ id: string }>(sql.release, [runId, epoch, seenSeq, wakeAt, parked === true, channel.wake]).pipe(
+        Effect.suspend(() => {
+          if (takenHere.size > 0) takenHere.delete(runId)
+          return pool.query<{ id: string }>(sql.release, [runId, epoch, seenSeq, wakeAt, parked === true, channel.wake])
+        }).pipe(
           Effect.mapError(storeError("release")),
           Effect.flatMap((rows) => (rows.length === 0 ? Effect.fail(new Store.LeaseLost({ runId, epoch })) : Effect.void))
         ),
@@ -728,7 +740,8 @@ export const make = (options: Options = {}): Effect.Effect<
             else onHint()
           }),
           listener.subscribe(channel.events, (e) => {
-            if (e._tag === "Listening" || e.payload === runId) onHint()
+            if (e._tag === "Listening" ? !e.reconnected && takenHere.has(runId) : e.payload !== runId) return
+            onHint()
           })
         ).pipe(
           Effect.mapError(listenError),

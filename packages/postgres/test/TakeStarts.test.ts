@@ -3,7 +3,7 @@
 // These workers hear no NOTIFY and poll every 30 s, so a run that reached them any other way
 // than by its start would wait for that poll.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Schema } from "effect"
+import { Deferred, Effect, Fiber, Schema } from "effect"
 import { Client, Step, Store, Worker, Workflow } from "@chronicle/core"
 import { PgPool } from "@chronicle/postgres"
 import { withEngine } from "./helpers.js"
@@ -58,6 +58,25 @@ describe("a worker takes the runs started beside it", () => {
         assert.deepStrictEqual(yield* row(runId), { status: "completed", attempts: 1, crashes: 0, lease_epoch: "1" })
         const view = yield* Client.get(runId)
         assert.deepStrictEqual(view.events.map((e) => e.event._tag), ["RunStarted", "StepCompleted", "RunCompleted"])
+      })), 30_000)
+
+  it.scopedLive("Client.result on a run taken at its start reads nothing: it cannot have ended yet, and its end comes with the hint", () =>
+    withEngine(() =>
+      Effect.gen(function*() {
+        yield* deafWorker()
+        const gate = yield* Deferred.make<void>()
+        gates.set("gated", gate)
+        const { runId } = yield* Client.start(Job, { name: "gated" })
+        let reads = 0
+        const counted = Effect.map(Store.Store, (store): Store.StoreService => ({
+          ...store,
+          get: (id) => Effect.zipRight(Effect.sync(() => reads++), store.get(id))
+        }))
+        const result = yield* Client.result(Job, runId).pipe(Effect.provideServiceEffect(Store.Store, counted), Effect.fork)
+        yield* Effect.sleep("200 millis")
+        yield* Deferred.succeed(gate, undefined)
+        assert.strictEqual(yield* Fiber.join(result), "done gated")
+        assert.strictEqual(reads, 0)
       })), 30_000)
 
   it.scopedLive("with takeStarts off, the same run waits for a claim", () =>
