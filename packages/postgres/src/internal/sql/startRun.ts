@@ -15,16 +15,19 @@
  *
  * @internal
  */
-const insert = (s: string) => `
+const insert = (s: string, leased = false) => `
 WITH up AS (
-  INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq)
-  VALUES ($1::uuid, $2::text, $3::text, 'pending', $4::jsonb, $5::text, $6::uuid, $7::text[], coalesce($8::timestamptz, now()), 1)
+  INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq${
+  leased ? ", lease_owner, lease_until, lease_epoch, attempts" : ""})
+  VALUES ($1::uuid, $2::text, $3::text, ${leased ? "'running'" : "'pending'"}, $4::jsonb, $5::text, $6::uuid, $7::text[], ${
+  leased ? "$8::timestamptz, 1, $10::text, now() + $11::bigint * interval '1 millisecond', 1, 1" : "coalesce($8::timestamptz, now()), 1"})
   ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL
   DO UPDATE SET updated_at = r.updated_at
-  RETURNING r.id, (r.xmax = 0) AS created, r.input, r.wake_at
+  RETURNING r.id, (r.xmax = 0) AS created, r.input, r.wake_at, r.lease_epoch
 ), first_event AS (
   INSERT INTO ${s}.events (run_id, seq, type, key, payload)
   SELECT id, 1, 'RunStarted', NULL, $9::jsonb FROM up WHERE created
+  RETURNING seq, type, key, payload, at
 )`
 
 /** The start that NOTIFYs at its transaction's commit ($10: the wake channel, $11: the log channel). */
@@ -54,23 +57,10 @@ SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
  * attempt), as a claim would leave it, and its first event comes back to be handed to the worker.
  * No wake NOTIFY: no other worker is to claim it. The log's NOTIFY, for watchers, goes at commit
  * with `$12` (a start alone), or after it with the overlapping starts' (`$12` null). A run found
- * by its idempotency key is returned as it is, not leased. ($8, the start time, is always null here: only a start due now is taken. $10:
- * the worker, $11: the lease in milliseconds.)
+ * by its idempotency key is returned as it is, not leased. ($8, the start time, is always null
+ * here: only a start due now is taken. $10: the worker, $11: the lease in milliseconds.)
  */
-export const startRunLeased = (s: string) => `
-WITH up AS (
-  INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq,
-                              lease_owner, lease_until, lease_epoch, attempts)
-  VALUES ($1::uuid, $2::text, $3::text, 'running', $4::jsonb, $5::text, $6::uuid, $7::text[], $8::timestamptz, 1,
-          $10::text, now() + $11::bigint * interval '1 millisecond', 1, 1)
-  ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL
-  DO UPDATE SET updated_at = r.updated_at
-  RETURNING r.id, (r.xmax = 0) AS created, r.input, r.lease_epoch
-), first_event AS (
-  INSERT INTO ${s}.events (run_id, seq, type, key, payload)
-  SELECT id, 1, 'RunStarted', NULL, $9::jsonb FROM up WHERE created
-  RETURNING seq, type, key, payload, at
-)
+export const startRunLeased = (s: string) => `${insert(s, true)}
 SELECT up.id::text AS id, up.created, up.input = $4::jsonb AS same_input, up.lease_epoch::text AS epoch,
        f.seq, f.type, f.key, f.payload, f.at,
        CASE WHEN up.created AND $12::text IS NOT NULL THEN pg_notify($12::text, up.id::text) END AS logged
