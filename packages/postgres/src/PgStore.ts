@@ -13,6 +13,7 @@ import { Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
 import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Batcher from "./internal/batcher.js"
+import { DbClock } from "./internal/dbClock.js"
 import * as Append from "./internal/sql/appendEvents.js"
 import * as Claim from "./internal/sql/claimRuns.js"
 import { releaseRun } from "./internal/sql/releaseRun.js"
@@ -277,18 +278,18 @@ export const make = (options: Options = {}): Effect.Effect<
     // Database time without a round trip: the offset of the database clock from ours, measured
     // as a lower bound (database time read minus our clock after the reply), so a time computed
     // from it is never ahead of the database: a timer fired by it is never early.
-    let offset = 0
+    const dbClock = new DbClock()
     const measure = Effect.gen(function*() {
+      const sentAt = Date.now()
       const [row] = yield* pool.query<{ now: Date }>("SELECT now() AS now")
-      if (row) offset = row.now.getTime() - Date.now()
+      if (row) dbClock.observe(row.now, sentAt)
     })
     yield* measure
-    const clock = () => new Date(Date.now() + offset)
+    const clock = () => dbClock.date()
     const now = Effect.sync(clock)
-    // Every reading is a fresh lower bound: take the latest, so the estimate follows this
-    // machine's clock if it jumps (a running minimum would not recover from a backward jump).
-    const observe = (dbNow: Date | undefined) => {
-      if (dbNow) offset = dbNow.getTime() - Date.now()
+    /** A statement's reading of `now()`, sent at `sentAt` (see internal/dbClock.ts). */
+    const observe = (dbNow: Date | undefined, sentAt: number) => {
+      if (dbNow) dbClock.observe(dbNow, sentAt)
     }
 
     const listenError = (e: PgError.PgError | SchemaName.InvalidIdentifier) =>
@@ -631,12 +632,15 @@ export const make = (options: Options = {}): Effect.Effect<
         ),
 
       claimNext: ({ leaseMs, limit, owner, recover, workflows }) =>
-        pool.query<{ [K in keyof ClaimRow]: ClaimRow[K] | null } & { next: Date | null; db_now: Date }>(
-          sql.claimNext,
-          [limit, ...versions(workflows), owner, leaseMs, recover === true]
-        ).pipe(
-          Effect.map((rows) => {
-            observe(rows[0]?.db_now)
+        Effect.suspend(() => {
+          const sentAt = Date.now()
+          return pool.query<{ [K in keyof ClaimRow]: ClaimRow[K] | null } & { next: Date | null; db_now: Date }>(
+            sql.claimNext,
+            [limit, ...versions(workflows), owner, leaseMs, recover === true]
+          ).pipe(Effect.map((rows) => [rows, sentAt] as const))
+        }).pipe(
+          Effect.map(([rows, sentAt]) => {
+            observe(rows[0]?.db_now, sentAt)
             return {
               claimed: rows.flatMap((r) => (r.id === null ? [] : [toClaimed(r as ClaimRow)])),
               nextWakeAt: rows[0]?.next ?? null
@@ -829,8 +833,12 @@ export const make = (options: Options = {}): Effect.Effect<
       ),
 
       nextWakeAt: (workflows) =>
-        pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(
-          Effect.tap(([row]) => Effect.sync(() => observe(row?.db_now))),
+        Effect.suspend(() => {
+          const sentAt = Date.now()
+          return pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(
+            Effect.tap(([row]) => Effect.sync(() => observe(row?.db_now, sentAt)))
+          )
+        }).pipe(
           Effect.map(([row]) => row?.next ?? null),
           Effect.mapError(storeError("nextWakeAt"))
         )

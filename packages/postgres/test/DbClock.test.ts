@@ -1,0 +1,71 @@
+// PgStore's estimate of database time: a lower bound (never ahead of the database), kept from the
+// readings whose answers came back quickly, so that an answer read late does not put it behind.
+import { assert, describe, it } from "@effect/vitest"
+import { DbClock } from "../src/internal/dbClock.js"
+
+/** A clock of ours we move by hand, and the database's clock, `ahead` ms ahead of ours. */
+const setup = (initiallyAhead: number) => {
+  let ours = 1_000_000
+  let ahead = initiallyAhead
+  const clock = new DbClock(() => ours)
+  return {
+    clock,
+    /** A statement that reads `now()` `oneWay` ms after it is sent, answered and read `back` ms later. */
+    read: (oneWay: number, back: number) => {
+      const sentAt = ours
+      const dbNow = new Date(ours + oneWay + ahead)
+      ours += oneWay + back
+      clock.observe(dbNow, sentAt)
+    },
+    /** How far ahead of ours the estimate puts the database. */
+    estimate: () => clock.date().getTime() - ours,
+    advance: (ms: number) => (ours += ms),
+    /** Our clock jumps by `ms` (the database's does not). */
+    jump: (ms: number) => {
+      ours += ms
+      ahead -= ms
+    }
+  }
+}
+
+describe("DbClock", () => {
+  it("is never ahead of the database, and within a quick round trip of it", () => {
+    const { estimate, read } = setup(5_000)
+    for (let i = 0; i < 5; i++) read(1, 1)
+    assert.isAtMost(estimate(), 5_000)
+    assert.isAtLeast(estimate(), 5_000 - 2)
+  })
+
+  it("an answer read late does not put it behind", () => {
+    const { estimate, read } = setup(5_000)
+    for (let i = 0; i < 5; i++) read(1, 1)
+    read(1, 20) // the event loop was busy when the answer came
+    assert.isAtMost(estimate(), 5_000)
+    assert.isAtLeast(estimate(), 5_000 - 2)
+  })
+
+  it("takes a late answer that raises it, and any answer once nothing better came for 2 s", () => {
+    const { advance, estimate, read } = setup(5_000)
+    for (let i = 0; i < 5; i++) read(5, 5) // slow round trips to begin with (10 ms): 4,995
+    read(30, 1) // a long round trip, but its answer came back quickly: a better lower bound
+    assert.strictEqual(estimate(), 5_000 - 1)
+    read(1, 30) // a long round trip that would lower it: left out
+    assert.strictEqual(estimate(), 5_000 - 1)
+    advance(3_000)
+    read(1, 40) // late and lower, but nothing better came for over 2 s
+    assert.strictEqual(estimate(), 5_000 - 40)
+  })
+
+  it("follows a jump of our clock at the next quick answer, either way", () => {
+    const { estimate, jump, read } = setup(5_000)
+    for (let i = 0; i < 5; i++) read(1, 1)
+    jump(60_000) // ours jumps a minute ahead: the estimate is now a minute ahead of the database
+    read(1, 1)
+    assert.isAtMost(estimate(), 5_000 - 60_000)
+    assert.isAtLeast(estimate(), 5_000 - 60_000 - 2)
+    jump(-120_000)
+    read(1, 1)
+    assert.isAtMost(estimate(), 5_000 + 60_000)
+    assert.isAtLeast(estimate(), 5_000 + 60_000 - 2)
+  })
+})
