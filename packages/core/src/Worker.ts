@@ -325,6 +325,11 @@ export const make = <W extends Workflow.Any>(
       }
     })
 
+    /** Gives a held run back, runnable at once (its execution is over or stopped). */
+    const giveBack = (claimed: StoreModule.Claimed) =>
+      Effect.flatMap(store.now.pipe(Effect.orElseSucceed(() => new Date())), (wakeAt) =>
+        store.release({ runId: claimed.runId, epoch: claimed.epoch, seenSeq: 0, wakeAt }).pipe(Effect.ignore))
+
     /** Graceful shutdown: let running work record, then give every held run back. */
     const shutdown = Effect.gen(function*() {
       stopping = true
@@ -336,12 +341,7 @@ export const make = <W extends Workflow.Any>(
       // Past the deadline: stop what is left and hand it over now rather than at lease expiry.
       for (const entry of [...held.values()]) {
         if (entry.fiber) yield* Fiber.interrupt(entry.fiber)
-        yield* store.release({
-          runId: entry.claimed.runId,
-          epoch: entry.claimed.epoch,
-          seenSeq: 0,
-          wakeAt: yield* store.now.pipe(Effect.orElseSucceed(() => new Date()))
-        }).pipe(Effect.ignore)
+        yield* giveBack(entry.claimed)
       }
     })
 
@@ -455,7 +455,7 @@ export const make = <W extends Workflow.Any>(
               if (stopping) {
                 // Shutting down since the reservation: give the run back at once, as shutdown does.
                 inFlight--
-                Runtime.runFork(runtime)(store.release({ runId: c.runId, epoch: c.epoch, seenSeq: 0, wakeAt: store.clock?.() ?? new Date() }).pipe(Effect.ignore))
+                Runtime.runFork(runtime)(giveBack(c))
                 return
               }
               Faults.hit("after-claim", { owner, runId: c.runId })

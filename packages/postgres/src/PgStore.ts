@@ -279,18 +279,15 @@ export const make = (options: Options = {}): Effect.Effect<
     // as a lower bound (database time read minus our clock after the reply), so a time computed
     // from it is never ahead of the database: a timer fired by it is never early.
     const dbClock = new DbClock()
-    const measure = Effect.gen(function*() {
-      const sentAt = Date.now()
-      const [row] = yield* pool.query<{ now: Date }>("SELECT now() AS now")
-      if (row) dbClock.observe(row.now, sentAt)
-    })
-    yield* measure
+    /** Runs a statement whose first row reads `now()` as `db_now`, and gives the reading to the estimate. */
+    const readingNow = <R extends { readonly db_now: Date }>(query: () => Effect.Effect<ReadonlyArray<R>, PgError.PgError>) =>
+      Effect.suspend(() => {
+        const sentAt = Date.now()
+        return Effect.tap(query(), ([row]) => Effect.sync(() => row && dbClock.observe(row.db_now, sentAt)))
+      })
+    yield* readingNow(() => pool.query<{ db_now: Date }>("SELECT now() AS db_now"))
     const clock = () => dbClock.date()
     const now = Effect.sync(clock)
-    /** A statement's reading of `now()`, sent at `sentAt` (see internal/dbClock.ts). */
-    const observe = (dbNow: Date | undefined, sentAt: number) => {
-      if (dbNow) dbClock.observe(dbNow, sentAt)
-    }
 
     const listenError = (e: PgError.PgError | SchemaName.InvalidIdentifier) =>
       new Store.StoreError({ op: "listen", message: e.message, retryable: true, cause: e })
@@ -547,9 +544,10 @@ export const make = (options: Options = {}): Effect.Effect<
     // A start due now, with a worker here that runs its version and has room, creates the run
     // leased to that worker and hands it over once committed: no NOTIFY to the workers and no claim,
     // two round trips off the way from a start to its first step (W3 trace on the service Postgres,
-    // medians of three alternating pairs: 4.3 -> 2.1 ms; to the result 6.8 -> 4.9 ms). From the reservation to the hand-over the start is uninterruptible: a run
-    // leased to a worker that never heard of it would wait for its lease to expire, and a
-    // reservation never given back would take a place in the worker for good.
+    // medians of three alternating pairs: 4.3 -> 2.1 ms; to the result 6.8 -> 4.9 ms). From the
+    // reservation to the hand-over the start is uninterruptible: a run leased to a worker that
+    // never heard of it would wait for its lease to expire, and a reservation never given back
+    // would take a place in the worker for good.
     const takers: Array<Store.StartTaker> = []
     // Runs handed over that have had no append answered since: they cannot have ended (a running
     // run ends only by its worker's append), so a `Client.result` subscribing to one skips its
@@ -632,20 +630,16 @@ export const make = (options: Options = {}): Effect.Effect<
         ),
 
       claimNext: ({ leaseMs, limit, owner, recover, workflows }) =>
-        Effect.suspend(() => {
-          const sentAt = Date.now()
-          return pool.query<{ [K in keyof ClaimRow]: ClaimRow[K] | null } & { next: Date | null; db_now: Date }>(
+        readingNow(() =>
+          pool.query<{ [K in keyof ClaimRow]: ClaimRow[K] | null } & { next: Date | null; db_now: Date }>(
             sql.claimNext,
             [limit, ...versions(workflows), owner, leaseMs, recover === true]
-          ).pipe(Effect.map((rows) => [rows, sentAt] as const))
-        }).pipe(
-          Effect.map(([rows, sentAt]) => {
-            observe(rows[0]?.db_now, sentAt)
-            return {
-              claimed: rows.flatMap((r) => (r.id === null ? [] : [toClaimed(r as ClaimRow)])),
-              nextWakeAt: rows[0]?.next ?? null
-            }
-          }),
+          )
+        ).pipe(
+          Effect.map((rows) => ({
+            claimed: rows.flatMap((r) => (r.id === null ? [] : [toClaimed(r as ClaimRow)])),
+            nextWakeAt: rows[0]?.next ?? null
+          })),
           Effect.mapError(storeError("claim"))
         ),
 
@@ -833,12 +827,7 @@ export const make = (options: Options = {}): Effect.Effect<
       ),
 
       nextWakeAt: (workflows) =>
-        Effect.suspend(() => {
-          const sentAt = Date.now()
-          return pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows)).pipe(
-            Effect.tap(([row]) => Effect.sync(() => observe(row?.db_now, sentAt)))
-          )
-        }).pipe(
+        readingNow(() => pool.query<{ next: Date | null; db_now: Date }>(sql.nextWakeAt, versions(workflows))).pipe(
           Effect.map(([row]) => row?.next ?? null),
           Effect.mapError(storeError("nextWakeAt"))
         )

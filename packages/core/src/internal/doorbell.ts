@@ -27,9 +27,7 @@ export class Doorbell {
       return
     }
     // The waiter first: the sleep's interruption can run after it.
-    const timer = this.timer
-    this.timer = undefined
-    this.waiter = undefined
+    const timer = this.detach()
     resume(Effect.void)
     timer?.unsafeInterruptAsFork(FiberId.none)
   }
@@ -46,18 +44,18 @@ export class Doorbell {
       this.timer = timer
       timer.addObserver(() => {
         if (this.timer !== timer) return
-        this.timer = undefined
-        this.waiter = undefined
+        this.detach()
         resume(Effect.void)
       })
-      return Effect.sync(() => this.stop())
+      return Effect.sync(() => this.detach()?.unsafeInterruptAsFork(FiberId.none))
     })
   }
 
-  private stop(): void {
+  /** Forgets the waiter and its sleep; returns the sleep, to be interrupted unless it ended. */
+  private detach(): Fiber.RuntimeFiber<void> | undefined {
     const timer = this.timer
     this.timer = undefined
     this.waiter = undefined
-    timer?.unsafeInterruptAsFork(FiberId.none)
+    return timer
   }
 }
