@@ -9,7 +9,7 @@
  * @since 0.1.0
  */
 import type { Redacted } from "effect"
-import { Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
+import { Effect, Either, Exit, Layer, Schedule, Scope, Stream } from "effect"
 import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Batcher from "./internal/batcher.js"
@@ -743,18 +743,20 @@ export const make = (options: Options = {}): Effect.Effect<
           })
         ).pipe(
           Effect.mapError(listenError),
-          Effect.zipRight(Effect.acquireRelease(
-            Effect.sync(() => {
+          // Straight into the scope, as the listener's subscriptions (see PgListener.subscribe).
+          Effect.zipRight(Effect.flatMap(Effect.scope, (scope) =>
+            Effect.uninterruptible(Effect.suspend(() => {
               const waiters = endWaiters.get(runId) ?? new Set()
               waiters.add(onHint)
               endWaiters.set(runId, waiters)
-            }),
-            () =>
-              Effect.sync(() => {
-                const waiters = endWaiters.get(runId)
-                waiters?.delete(onHint)
-                if (waiters?.size === 0) endWaiters.delete(runId)
-              })
+              return Scope.addFinalizer(
+                scope,
+                Effect.sync(() => {
+                  waiters.delete(onHint)
+                  if (waiters.size === 0 && endWaiters.get(runId) === waiters) endWaiters.delete(runId)
+                })
+              )
+            }))
           ))
         ),
 
