@@ -172,15 +172,12 @@ export const RUN_COLUMNS = `id::text AS id, workflow, version, status, input, ou
   parent_id::text AS parent_id, tags, created_at, updated_at, wake_at, lease_owner, lease_until,
   lease_epoch::text AS lease_epoch, last_seq, attempts, parked`
 
+/** The status a terminal event among `events` ends the run with (the first one), or null. */
 const terminalOf = (events: ReadonlyArray<RunEvent.Stored>) => {
   const last = events.find((e) => RunEvent.terminalTypes.includes(e.type as RunEvent.Type))
-  if (last === undefined) return { status: null, output: null, error: null }
-  const payload = last.payload as Record<string, Json.Json>
-  return last.type === "RunCompleted"
-    ? { status: "completed", output: JSON.stringify(payload["output"] ?? null), error: null }
-    : last.type === "RunFailed"
-    ? { status: "failed", output: null, error: JSON.stringify(payload["cause"] ?? null) }
-    : { status: "cancelled", output: null, error: null }
+  if (last === undefined) return { status: null, event: undefined }
+  const status = last.type === "RunCompleted" ? "completed" : last.type === "RunFailed" ? "failed" : "cancelled"
+  return { status, event: last }
 }
 
 const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
@@ -188,6 +185,19 @@ const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
   events.map((e) => e.key),
   events.map((e) => JSON.stringify(e.payload))
 ]
+
+/**
+ * Gives the events an append wrote, which come back without their payloads (see
+ * sql/appendEvents.ts), the payloads they were written with: they are the last rows.
+ */
+const withOwnPayloads = (rows: Array<RunEvent.StoredRow>, events: ReadonlyArray<RunEvent.Stored>) => {
+  const first = rows.length - events.length
+  for (let i = Math.max(0, first); i < rows.length; i++) {
+    const row = rows[i]!
+    if (row.payload === null) rows[i] = { ...row, payload: events[i - first]!.payload }
+  }
+  return rows
+}
 
 const startParams = (params: Store.StartParams): Array<unknown> => [
   params.runId,
@@ -336,16 +346,13 @@ export const make = (options: Options = {}): Effect.Effect<
 
     const appendOnce = (params: Parameters<Store.StoreService["append"]>[0]): Effect.Effect<AppendResult, PgError.PgError> =>
       Effect.gen(function*() {
-        const terminal = terminalOf(params.events)
         const result = yield* pool.query<EventRow>(sql.append, [
           params.runId,
           params.epoch,
           params.events.length,
-          terminal.status,
-          terminal.output,
-          terminal.error,
+          terminalOf(params.events).status,
           params.afterSeq,
-          ...columns(params.events),
+          JSON.stringify(params.events.map((e, i) => ({ ord: i + 1, type: e.type, key: e.key, payload: e.payload }))),
           channel.ended,
           channel.log,
           params.exact === true
@@ -355,7 +362,7 @@ export const make = (options: Options = {}): Effect.Effect<
         }
         // No rows: the fence refused the write (the events inserted are never fewer than one).
         if (result.length === 0) return yield* refused(params)
-        const rows = result.map(toStoredRow)
+        const rows = withOwnPayloads(result.map(toStoredRow), params.events)
         // Events appended by others while this statement waited for the row lock are not in its
         // snapshot: read the whole range again (after the commit, it sees them all).
         if (!contiguous(rows, params.afterSeq)) return Either.right(yield* readThrough(params.runId, params.afterSeq, rows)) as AppendResult
@@ -419,13 +426,16 @@ export const make = (options: Options = {}): Effect.Effect<
       const waiters = endWaiters.get(params.runId)
       if (waiters === undefined) return
       const terminal = Exit.isSuccess(exit) && Either.isRight(exit.value) ? terminalOf(params.events) : undefined
+      const payload = terminal?.event?.payload as Record<string, Json.Json> | undefined
       for (const onHint of [...waiters]) {
-        if (terminal?.status === "completed" || terminal?.status === "failed") {
-          onHint({
-            status: terminal.status,
-            output: terminal.output === null ? null : Json.parse(terminal.output),
-            error: terminal.error === null ? null : Json.parse(terminal.error)
-          })
+        if (payload !== undefined && (terminal!.status === "completed" || terminal!.status === "failed")) {
+          const written = terminal!.status === "completed" ? payload["output"] : payload["cause"]
+          const value = Json.parse(JSON.stringify(written ?? null))
+          onHint(
+            terminal!.status === "completed"
+              ? { status: "completed", output: value, error: null }
+              : { status: "failed", output: null, error: value }
+          )
         } else if (ending.notified) {
           onHint()
         }
@@ -445,24 +455,19 @@ export const make = (options: Options = {}): Effect.Effect<
           yield* Batcher.complete(only, appendOrRecover(only.params))
           return
         }
-        const events = batch.flatMap(({ params }) => params.events.map((e, i) => ({ runId: params.runId, ord: i + 1, e })))
-        const terminals = batch.map(({ params }) => terminalOf(params.events))
+        const events = batch.flatMap(({ params }) =>
+          params.events.map((e, i) => ({ run_id: params.runId, ord: i + 1, type: e.type, key: e.key, payload: e.payload }))
+        )
         const result = yield* pool.query<EventRow & { run_id: string }>(sql.appendBatch, [
           batch.map((p) => p.params.runId),
           batch.map((p) => p.params.epoch),
           batch.map((p) => p.params.events.length),
-          terminals.map((t) => t.status),
-          terminals.map((t) => t.output),
-          terminals.map((t) => t.error),
+          batch.map((p) => terminalOf(p.params.events).status),
           batch.map((p) => p.params.afterSeq),
-          events.map((x) => x.runId),
-          events.map((x) => x.ord),
-          events.map((x) => x.e.type),
-          events.map((x) => x.e.key),
-          events.map((x) => JSON.stringify(x.e.payload)),
+          batch.map((p) => p.params.exact === true),
+          JSON.stringify(events),
           channel.ended,
-          channel.log,
-          batch.map((p) => p.params.exact === true)
+          channel.log
         ]).pipe(Effect.either)
         if (Either.isLeft(result)) {
           // The batch failed, perhaps after committing: each run looks for its own events before
@@ -486,7 +491,7 @@ export const make = (options: Options = {}): Effect.Effect<
           } else if (rows === undefined || rows.length === 0) {
             others.push(Batcher.complete(pending, refused(params)))
           } else if (contiguous(rows, params.afterSeq)) {
-            pending.done(Exit.succeed(Either.right(rows)))
+            pending.done(Exit.succeed(Either.right(withOwnPayloads(rows, params.events))))
           } else {
             others.push(Batcher.complete(
               pending,

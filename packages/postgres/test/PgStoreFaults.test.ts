@@ -39,7 +39,8 @@ const storeWith = (url: string, wrap: (pool: PgPool.PgPoolService) => PgPool.PgP
   })
 
 /** The worker's fenced append: the statement that bumps last_seq and inserts events. */
-const isAppend = (sql: string) => (sql.includes("WITH upd AS") || sql.includes("WITH req AS")) && sql.includes("INSERT INTO")
+/** The append statements (single and batch) are the only ones that take their events as one JSON document. */
+const isAppend = (sql: string) => sql.includes("jsonb_to_recordset") && sql.includes("INSERT INTO")
 
 /** A store on the real pool that notes which append statement each write used. */
 const recordingAppends = (url: string) =>
@@ -175,7 +176,23 @@ describe("PgStore group commit", () => {
       for (const [i, c] of claimed.entries()) {
         const log = yield* store.read(c.runId, 0)
         assert.deepStrictEqual(log.map((r) => r.type), i === 2 ? ["RunStarted"] : ["RunStarted", "Emitted"])
+        // The events written come back without their payloads from the server; the store gives
+        // them the payloads they were written with, which are what a read returns.
+        const r = results[i]!
+        if (r._tag === "Right") assert.deepStrictEqual(r.right.map((row) => row.payload), log.slice(1).map((row) => row.payload))
       }
+      // Alone (not batched): the same, with a payload whose keys jsonb stores in another order.
+      const alone = claimed[0]!
+      const before = statements.length
+      const rows = yield* store.append({
+        runId: alone.runId,
+        epoch: alone.epoch,
+        afterSeq: 2,
+        events: [RunEvent.toStored({ _tag: "Emitted", key: "e#2", name: "e", payload: { zeta: [1, "two"], a: null } })]
+      })
+      assert.deepStrictEqual(statements.slice(before), ["single"])
+      assert.deepStrictEqual(rows.map((row) => [row.seq, row.payload]), (yield* store.read(alone.runId, 2)).map((row) => [row.seq, row.payload]))
+      assert.deepStrictEqual(rows[0]!.payload, { name: "e", payload: { zeta: [1, "two"], a: null } })
     }))
 })
 
