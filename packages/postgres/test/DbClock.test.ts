@@ -1,5 +1,5 @@
-// PgStore's estimate of database time: a lower bound (never ahead of the database), kept from the
-// readings whose answers came back quickly, so that an answer read late does not put it behind.
+// PgStore's estimate of database time: a lower bound (never ahead of the database), the best one
+// the readings give, so that an answer read late does not put it behind.
 import { assert, describe, it } from "@effect/vitest"
 import { DbClock } from "../src/internal/dbClock.js"
 
@@ -44,7 +44,7 @@ describe("DbClock", () => {
     assert.isAtLeast(estimate(), 5_000 - 2)
   })
 
-  it("takes a late answer that raises it, and any answer once nothing better came for 2 s", () => {
+  it("takes a late answer that raises it, and leaves out one that would lower it, however long after the last", () => {
     const { advance, estimate, read } = setup(5_000)
     for (let i = 0; i < 5; i++) read(5, 5) // slow round trips to begin with (10 ms): 4,995
     read(30, 1) // a long round trip, but its answer came back quickly: a better lower bound
@@ -52,11 +52,13 @@ describe("DbClock", () => {
     read(1, 30) // a long round trip that would lower it: left out
     assert.strictEqual(estimate(), 5_000 - 1)
     advance(3_000)
-    read(1, 40) // late and lower, but nothing better came for over 2 s
-    assert.strictEqual(estimate(), 5_000 - 40)
+    read(1, 40) // late and lower, and nothing better came for 3 s: still left out
+    assert.strictEqual(estimate(), 5_000 - 1)
+    read(1, 1)
+    assert.strictEqual(estimate(), 5_000 - 1)
   })
 
-  it("follows a jump of our clock at the next quick answer, either way", () => {
+  it("follows a jump of our clock at the next answer that shows it, either way", () => {
     const { estimate, jump, read } = setup(5_000)
     for (let i = 0; i < 5; i++) read(1, 1)
     jump(60_000) // ours jumps a minute ahead: the estimate is now a minute ahead of the database
@@ -67,5 +69,16 @@ describe("DbClock", () => {
     read(1, 1)
     assert.isAtMost(estimate(), 5_000 + 60_000)
     assert.isAtLeast(estimate(), 5_000 + 60_000 - 2)
+  })
+
+  it("follows a small jump ahead of our clock once an answer comes back quickly enough to show it", () => {
+    const { estimate, jump, read } = setup(5_000)
+    for (let i = 0; i < 5; i++) read(1, 1)
+    jump(6) // ours jumps 6 ms ahead: the estimate is now up to 6 ms ahead of the database
+    read(4, 4) // a round trip of 8 ms cannot tell: the database may be as far ahead as before
+    assert.isAbove(estimate(), 5_000 - 6)
+    read(1, 1) // 2 ms: it can
+    assert.isAtMost(estimate(), 5_000 - 6)
+    assert.isAtLeast(estimate(), 5_000 - 6 - 2)
   })
 })
