@@ -48,14 +48,14 @@ describe("DbClock", () => {
     const { advance, estimate, read } = setup(5_000)
     for (let i = 0; i < 5; i++) read(5, 5) // slow round trips to begin with (10 ms): 4,995
     read(30, 1) // a long round trip, but its answer came back quickly: a better lower bound
-    assert.strictEqual(estimate(), 5_000 - 1)
+    assert.strictEqual(estimate(), 5_000 - 2) // (one millisecond given up for the rounding)
     read(1, 30) // a long round trip that would lower it: left out
-    assert.strictEqual(estimate(), 5_000 - 1)
+    assert.strictEqual(estimate(), 5_000 - 2)
     advance(3_000)
     read(1, 40) // late and lower, and nothing better came for 3 s: still left out
-    assert.strictEqual(estimate(), 5_000 - 1)
+    assert.strictEqual(estimate(), 5_000 - 2)
     read(1, 1)
-    assert.strictEqual(estimate(), 5_000 - 1)
+    assert.strictEqual(estimate(), 5_000 - 2)
   })
 
   it("follows a jump of our clock at the next answer that shows it, either way", () => {
@@ -80,5 +80,20 @@ describe("DbClock", () => {
     read(1, 1) // 2 ms: it can
     assert.isAtMost(estimate(), 5_000 - 6)
     assert.isAtLeast(estimate(), 5_000 - 6 - 2)
+  })
+
+  it("is never ahead of the database although both clocks are read in whole milliseconds", () => {
+    // The database is 0.2 ms ahead of us; a reading at one phase of the millisecond reads it a
+    // whole millisecond ahead (its `now()` just past a millisecond, our clock just short of one).
+    let ours = 1_000_000.25
+    const clock = new DbClock(() => Math.floor(ours))
+    for (let i = 0; i < 40; i++) {
+      const sentAt = Math.floor(ours)
+      const dbNow = new Date(Math.floor(ours + 0.05 + 0.2))
+      ours += 0.1
+      clock.observe(dbNow, sentAt)
+      assert.isAtMost(clock.date().getTime() - ours, 0.2, `after reading ${i}`)
+      ours += 0.037
+    }
   })
 })

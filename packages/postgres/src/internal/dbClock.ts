@@ -5,8 +5,10 @@
  *
  * Each reading bounds the offset on both sides. The database read `now()` between our sending the
  * statement and our reading its answer, so the offset is at least `now()` minus our clock when the
- * answer was read (`low`), and at most `now()` minus our clock when it was sent (`high`, give or
- * take the millisecond both are rounded to). The estimate is the best lower bound seen: a reading
+ * answer was read (`low`), and at most `now()` minus our clock when it was sent (`high`). Both
+ * clocks are read in whole milliseconds, rounded down, so `low` gives one up and `high` adds one:
+ * taking the best `low` of many readings would otherwise pick the ones the rounding flattered, up
+ * to a millisecond ahead of the database. The estimate is the best lower bound seen: a reading
  * replaces it when its `low` is higher, or when its `high` is lower than the estimate, which then
  * cannot be right (one of the clocks jumped). A reading whose answer was read late (a busy event
  * loop, a slow statement) has a wide range and changes nothing.
@@ -26,7 +28,7 @@ export class DbClock {
 
   /** `dbNow`, read by a statement sent at `sentAt` (our clock) and answered now. */
   observe(dbNow: Date, sentAt: number): void {
-    const low = dbNow.getTime() - this.now()
+    const low = dbNow.getTime() - this.now() - 1
     const high = dbNow.getTime() - sentAt + 1
     if (this.offset === undefined || low > this.offset || high < this.offset) this.offset = low
   }
