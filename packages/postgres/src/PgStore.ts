@@ -172,7 +172,7 @@ export const RUN_COLUMNS = `id::text AS id, workflow, version, status, input, ou
   parent_id::text AS parent_id, tags, created_at, updated_at, wake_at, lease_owner, lease_until,
   lease_epoch::text AS lease_epoch, last_seq, attempts, parked`
 
-/** The status a terminal event among `events` ends the run with (the first one), or null. */
+/** The first terminal event among `events`, and the status it ends the run with (null: none). */
 const terminalOf = (events: ReadonlyArray<RunEvent.Stored>) => {
   const last = events.find((e) => RunEvent.terminalTypes.includes(e.type as RunEvent.Type))
   if (last === undefined) return { status: null, event: undefined }
@@ -185,6 +185,22 @@ const columns = (events: ReadonlyArray<RunEvent.Stored>) => [
   events.map((e) => e.key),
   events.map((e) => JSON.stringify(e.payload))
 ]
+
+/**
+ * The end that `events` record, as a read of the run would return it (a fresh copy through JSON),
+ * or undefined if they do not end it with an output or an error.
+ */
+const endOf = (events: ReadonlyArray<RunEvent.Stored>): Store.Ended | undefined => {
+  const { event, status } = terminalOf(events)
+  if (event === undefined || (status !== "completed" && status !== "failed")) return undefined
+  const payload = event.payload as Record<string, Json.Json>
+  const value = Json.parse(JSON.stringify((status === "completed" ? payload["output"] : payload["cause"]) ?? null))
+  return status === "completed" ? { status, output: value, error: null } : { status, output: null, error: value }
+}
+
+/** An append's events as the rows of its JSON parameter (see sql/appendEvents.ts). */
+const eventRows = (params: { readonly runId: string; readonly events: ReadonlyArray<RunEvent.Stored> }) =>
+  params.events.map((e, i) => ({ run_id: params.runId, ord: i + 1, type: e.type, key: e.key, payload: e.payload }))
 
 /**
  * Gives the events an append wrote, which come back without their payloads (see
@@ -352,7 +368,7 @@ export const make = (options: Options = {}): Effect.Effect<
           params.events.length,
           terminalOf(params.events).status,
           params.afterSeq,
-          JSON.stringify(params.events.map((e, i) => ({ ord: i + 1, type: e.type, key: e.key, payload: e.payload }))),
+          JSON.stringify(eventRows(params)),
           channel.ended,
           channel.log,
           params.exact === true
@@ -425,17 +441,10 @@ export const make = (options: Options = {}): Effect.Effect<
       if (--ending.appends === 0) endingHere.delete(params.runId)
       const waiters = endWaiters.get(params.runId)
       if (waiters === undefined) return
-      const terminal = Exit.isSuccess(exit) && Either.isRight(exit.value) ? terminalOf(params.events) : undefined
-      const payload = terminal?.event?.payload as Record<string, Json.Json> | undefined
+      const status = Exit.isSuccess(exit) && Either.isRight(exit.value) ? terminalOf(params.events).status : null
       for (const onHint of [...waiters]) {
-        if (payload !== undefined && (terminal!.status === "completed" || terminal!.status === "failed")) {
-          const written = terminal!.status === "completed" ? payload["output"] : payload["cause"]
-          const value = Json.parse(JSON.stringify(written ?? null))
-          onHint(
-            terminal!.status === "completed"
-              ? { status: "completed", output: value, error: null }
-              : { status: "failed", output: null, error: value }
-          )
+        if (status === "completed" || status === "failed") {
+          onHint(endOf(params.events)) // each waiter its own copy
         } else if (ending.notified) {
           onHint()
         }
@@ -455,9 +464,6 @@ export const make = (options: Options = {}): Effect.Effect<
           yield* Batcher.complete(only, appendOrRecover(only.params))
           return
         }
-        const events = batch.flatMap(({ params }) =>
-          params.events.map((e, i) => ({ run_id: params.runId, ord: i + 1, type: e.type, key: e.key, payload: e.payload }))
-        )
         const result = yield* pool.query<EventRow & { run_id: string }>(sql.appendBatch, [
           batch.map((p) => p.params.runId),
           batch.map((p) => p.params.epoch),
@@ -465,7 +471,7 @@ export const make = (options: Options = {}): Effect.Effect<
           batch.map((p) => terminalOf(p.params.events).status),
           batch.map((p) => p.params.afterSeq),
           batch.map((p) => p.params.exact === true),
-          JSON.stringify(events),
+          JSON.stringify(batch.flatMap((p) => eventRows(p.params))),
           channel.ended,
           channel.log
         ]).pipe(Effect.either)

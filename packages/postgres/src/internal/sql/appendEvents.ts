@@ -22,7 +22,7 @@
  */
 export const append = (s: string) => `
 WITH ev AS (
-  SELECT * FROM jsonb_to_recordset($6::jsonb) AS e(ord int, type text, key text, payload jsonb)
+  SELECT * FROM jsonb_to_recordset($6::jsonb) AS e(ord int, type text, key text, payload jsonb) -- (their run_id is this run)
 ), upd AS (
   UPDATE ${s}.runs
   SET last_seq = last_seq + $3::int,
