@@ -121,7 +121,8 @@ export interface Options {
   readonly attemptSlot?: {
     /** Waits for a slot; `onTaken` runs as soon as the slot is the attempt's. */
     readonly take: (onTaken: () => void) => Effect.Effect<void>
-    readonly release: () => void
+    /** Gives the slot back, with how long the attempt held it (milliseconds, wall clock). */
+    readonly release: (heldMs: number) => void
   }
   /** Told after each append this execution wrote: the run got past where it was. */
   readonly onAppended?: () => void
@@ -477,10 +478,10 @@ const executeOnce = (options: Options): Effect.Effect<Result | Replay, Store.Sto
         return
       }
       // The slot goes back when the attempt's fiber ends, however it ends.
-      let holding = false
-      const fiber = Runtime.runFork(runtime, Effect.zipRight(slot.take(() => (holding = true)), run))
+      let takenAt = -1
+      const fiber = Runtime.runFork(runtime, Effect.zipRight(slot.take(() => (takenAt = performance.now())), run))
       fiber.addObserver(() => {
-        if (holding) slot.release()
+        if (takenAt >= 0) slot.release(performance.now() - takenAt)
       })
       req.fiber = fiber
     }

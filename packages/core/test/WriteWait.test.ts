@@ -1,7 +1,7 @@
 // A run waiting for its write, with no step running, does not hold one of the worker's
 // `concurrency` slots (the next run executes meanwhile); the worker still holds at most three times
-// `concurrency` such runs, step bodies never run more than `concurrency` at once, and a run going to
-// its write wakes the claim loop at once.
+// `concurrency` such runs (six while its step attempts are quick), step bodies never run more than
+// `concurrency` at once, and a run going to its write wakes the claim loop at once.
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Layer, Schema } from "effect"
 import { Client, MemoryStore, Step, Store, Worker, Workflow } from "@chronicle/core"
@@ -19,18 +19,28 @@ const slowWrites = (ms: number) =>
   )
 
 const bodies: Array<{ readonly n: number; readonly at: number }> = []
+/** How long each body takes: 0 is a quick attempt; over 5 ms is not (see the worker's `QUICK_ATTEMPT_MS`). */
+let bodyMs = 0
 const OneStep = Workflow.make(
   { name: "oneStep", version: 1, input: Schema.Struct({ n: Schema.Int }), success: Schema.Int },
-  ({ n }) => Step.run("body", Effect.sync(() => (bodies.push({ n, at: Date.now() }), n)))
+  ({ n }) =>
+    Step.run(
+      "body",
+      Effect.zipRight(
+        Effect.sync(() => bodies.push({ n, at: Date.now() })),
+        bodyMs === 0 ? Effect.succeed(n) : Effect.as(Effect.sleep(bodyMs), n)
+      )
+    )
 )
 
 /**
  * Starts one-step runs 1..count, runs a worker of concurrency 1 until each has its result, and
  * returns when each run's body ran.
  */
-const runOneSteps = (count: number, pollInterval: Duration.DurationInput) =>
+const runOneSteps = (count: number, pollInterval: Duration.DurationInput, ms = 0) =>
   Effect.gen(function*() {
     bodies.length = 0
+    bodyMs = ms
     const runs = yield* Effect.forEach(Array.from({ length: count }, (_, i) => i + 1), (n) => Client.start(OneStep, { n }))
     const w = yield* Worker.make({ workflows: [OneStep], concurrency: 1, pollInterval })
     const worker = yield* Effect.fork(w.run())
@@ -42,12 +52,23 @@ const runOneSteps = (count: number, pollInterval: Duration.DurationInput) =>
 describe("runs waiting for their write", () => {
   it.live("free their slot for the next run, up to three times `concurrency` held", () =>
     Effect.gen(function*() {
-      const at = yield* runOneSteps(4, "50 millis")
+      // Attempts of 20 ms are not quick: the worker claims and holds only its base batch ahead.
+      const at = yield* runOneSteps(4, "50 millis", 20)
       // Runs 2 and 3 ran while run 1's write was in flight...
       assert.isBelow(at(3) - at(1), WRITE_MS, "the third run waited for the first one's write")
       // ...but run 4 waited for it: three runs held with concurrency 1.
       assert.isAtLeast(at(4) - at(1), WRITE_MS - 10, "a fourth run was held with concurrency 1")
       assert.strictEqual(bodies.length, 4)
+    }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
+
+  it.live("while step attempts are quick, up to six times `concurrency` held, in claims of twice", () =>
+    Effect.gen(function*() {
+      // The first claim knows of no attempt yet and takes the base batch; once run 1's quick
+      // attempt is over, the claims take two runs each and the worker holds six.
+      const at = yield* runOneSteps(7, "50 millis")
+      assert.isBelow(at(6) - at(1), WRITE_MS, "the sixth run waited for the first one's write")
+      assert.isAtLeast(at(7) - at(1), WRITE_MS - 10, "a seventh run was held with concurrency 1")
+      assert.strictEqual(bodies.length, 7)
     }).pipe(Effect.provide(slowWrites(WRITE_MS))), 20_000)
 
   it.live("a run that goes to its write wakes the claim loop at once, not at its next poll", () =>
