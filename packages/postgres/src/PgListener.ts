@@ -111,6 +111,11 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
     // Channels LISTENed, with their subscribers; a channel whose last subscriber left stays (with
     // none) until its UNLISTEN timer fires.
     const handlers = new Map<string, Set<Handler>>()
+    // Each channel's LISTEN: in flight (its answer, which every subscriber that comes meanwhile
+    // waits for too) or active (true). A second subscriber that came while the first one's LISTEN
+    // was in flight was told "Listening" at once: a NOTIFY in that window reached it only through
+    // its own backstop (a second, for `Client.result`).
+    const listens = new Map<string, Promise<void> | true>()
     const unlistenTimers = new Map<string, ReturnType<typeof setTimeout>>()
     let reconnects = 0
     let closed = false
@@ -211,6 +216,9 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         }
         current = fresh
         reconnects++
+        // Every channel with subscribers is LISTENed on the new connection, and no other.
+        listens.clear()
+        for (const channel of handlers.keys()) listens.set(channel, true)
         dispatchAll({ _tag: "Listening", reconnected: true })
       }).pipe(Effect.ensuring(Effect.sync(() => {
         replacing = false
@@ -271,9 +279,8 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         // and patches the fiber's FiberRefs on the way in and out, which cost `Client.result` (two
         // subscriptions per call) more than the rest of the subscription; this one is plain code.
         const scope = yield* Effect.scope
-        const firstForChannel = yield* Effect.uninterruptible(Effect.suspend(() => {
+        yield* Effect.uninterruptible(Effect.suspend(() => {
           let set = handlers.get(name)
-          const first = set === undefined
           if (set === undefined) {
             set = new Set()
             handlers.set(name, set)
@@ -284,11 +291,27 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
             clearTimeout(timer)
             unlistenTimers.delete(name)
           }
-          return Effect.as(Scope.addFinalizer(scope, Effect.sync(() => leave(name, handler))), first)
+          return Scope.addFinalizer(scope, Effect.sync(() => leave(name, handler)))
         }))
-        if (firstForChannel) {
+        let listening = listens.get(name)
+        if (listening === undefined) {
+          const sent: Promise<void> = Promise.resolve(current.listenTo(name)).then(
+            () => {
+              if (listens.get(name) === sent) listens.set(name, true)
+            },
+            (cause) => {
+              // The next subscriber sends it again.
+              if (listens.get(name) === sent) listens.delete(name)
+              throw cause
+            }
+          )
+          listens.set(name, sent)
+          listening = sent
+        }
+        if (listening !== true) {
+          const answer = listening
           yield* Effect.uninterruptible(Effect.tryPromise({
-            try: () => Promise.resolve(current.listenTo(name)),
+            try: () => answer,
             catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
           }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler)))))
         }
@@ -306,6 +329,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         unlistenTimers.delete(name)
         if (handlers.get(name)?.size !== 0 || closed) return
         handlers.delete(name)
+        listens.delete(name)
         Promise.resolve(current.unlisten(name)).catch(() => undefined)
       }, unlistenMs)
       timer.unref()

@@ -172,6 +172,35 @@ describe("PgListener", () => {
       }).pipe(Effect.provide(env))
     }))
 
+  it.scopedLive("tells a subscriber that comes while the channel's LISTEN is in flight only once it is active", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        const listener = yield* PgListener.PgListener
+        // A hears "Listening" once its LISTEN is answered. B subscribes after A sent it, before
+        // the answer: B must not hear "Listening" before A does.
+        const heard: Array<string> = []
+        const a = yield* listener.subscribe("inflight", (e) => {
+          if (e._tag === "Listening") heard.push("a")
+        }).pipe(Effect.forkScoped)
+        yield* Effect.yieldNow()
+        const b = yield* listener.subscribe("inflight", (e) => {
+          if (e._tag === "Listening") heard.push(heard.includes("a") ? "b" : "b before a")
+        }).pipe(Effect.forkScoped)
+        yield* Fiber.join(a)
+        yield* Fiber.join(b)
+        assert.deepStrictEqual(heard, ["a", "b"])
+        // And both receive.
+        const received: Array<string> = []
+        yield* listener.subscribe("inflight", (e) => {
+          if (e._tag === "Notification") received.push(e.payload)
+        })
+        yield* notify("inflight", "x")
+        yield* Effect.sleep("200 millis")
+        assert.deepStrictEqual(received, ["x"])
+      }).pipe(Effect.provide(env))
+    }))
+
   it.scopedLive("UNLISTENs a channel only once it has had no subscriber for `unlistenAfter`", () =>
     Effect.gen(function*() {
       const url = yield* TestDatabase.emptyDatabase
