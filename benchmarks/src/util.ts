@@ -3,6 +3,7 @@
  */
 import { execFileSync } from "node:child_process"
 import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { Effect, Exit, Scope } from "effect"
 import { TestDatabase } from "@chronicle/testing"
@@ -31,6 +32,55 @@ export const withTimeout = <A>(promise: Promise<A>, ms: number, what: string): P
 export const message = (e: unknown): string => {
   if (e instanceof Error) return e.message.split("\n").slice(0, 3).join(" ").slice(0, 500)
   return String(e).slice(0, 500)
+}
+
+/** A process's CPU time so far in clock ticks (user + system), from /proc; undefined elsewhere. */
+const cpuTicks = (pid: number): number | undefined => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    // The command name, in parentheses, may hold spaces: the fields after it are fixed.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Waits until the processes `pids` use (together) at most 2 clock ticks (20 ms at the usual 100 Hz)
+ * of CPU in a 250 ms window, or `maxMs` has passed. Returns how long it waited, and whether they
+ * went quiet; null where /proc is not there to tell (then it does not wait).
+ *
+ * An engine's host can go on working after it answered (closing its runtime, collecting its
+ * garbage): sampled once a second, @effect/workflow's host was still using about half a core in
+ * the second in which Chronicle's next measurement began (Chronicle follows it in the rotation).
+ * In the runs since, the hosts were quiet within 0.6 s before every measurement.
+ */
+export const settle = async (
+  pids: ReadonlyArray<number>,
+  maxMs = 10_000
+): Promise<{ readonly waitedMs: number; readonly quiet: boolean } | null> => {
+  const total = () => {
+    let sum = 0
+    for (const pid of pids) {
+      const ticks = cpuTicks(pid)
+      if (ticks === undefined) return undefined
+      sum += ticks
+    }
+    return sum
+  }
+  let last = total()
+  if (last === undefined) return null
+  const start = performance.now()
+  while (performance.now() - start < maxMs) {
+    await sleep(250)
+    const now = total()
+    if (now === undefined) return null
+    const used = now - last
+    last = now
+    if (used <= 2) return { waitedMs: performance.now() - start, quiet: true }
+  }
+  return { waitedMs: performance.now() - start, quiet: false }
 }
 
 /** A database name prefix from free text (lowercase letters, digits, `_`). */
