@@ -2,7 +2,7 @@
 // end from the worker's append as soon as it is committed, instead of waiting for the `_ended`
 // NOTIFY and reading the run. What it returns must be what a read gives, for every kind of end.
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Schema } from "effect"
+import { Deferred, Effect, Exit, Fiber, Schema, Scope } from "effect"
 import { Client, Step, Store, Worker, Workflow } from "@chronicle/core"
 import { PgStore } from "@chronicle/postgres"
 import { withEngine } from "./helpers.js"
@@ -85,4 +85,36 @@ describe("Client.result beside the worker", () => {
           if (kind === "nothing") assert.deepStrictEqual(fromAppend, Exit.void)
         })), 30_000)
   }
+
+  it.scopedLive("a waiter that left hears nothing more of the run: not its end from the append, nor a NOTIFY", () =>
+    withEngine(() =>
+      Effect.gen(function*() {
+        const store = yield* Store.Store
+        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
+        yield* Effect.forkScoped(w.run())
+        const gate = yield* Deferred.make<void>()
+        gates.set("leave", gate)
+        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "leave" })
+
+        // A waits and leaves (its scope closes) while the run is in its step.
+        let heardAfterLeaving = 0
+        let left = false
+        const scope = yield* Scope.make()
+        yield* store.onChanges(runId, () => {
+          if (left) heardAfterLeaving++
+        }).pipe(Scope.extend(scope))
+        yield* Scope.close(scope, Exit.void)
+        left = true
+
+        // B stays, and hears the end.
+        const ended = yield* Deferred.make<void>()
+        yield* store.onChanges(runId, (end) => {
+          if (end !== undefined) Deferred.unsafeDone(ended, Exit.void)
+        })
+        yield* Deferred.succeed(gate, undefined)
+        yield* Deferred.await(ended).pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("B never heard the end") }))
+        // The run's NOTIFYs come after its append's answer: give them time to arrive.
+        yield* Effect.sleep("300 millis")
+        assert.strictEqual(heardAfterLeaving, 0)
+      })), 30_000)
 })
