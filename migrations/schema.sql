@@ -144,6 +144,30 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION chronicle.next_due(workflows text[], versions text[])
+ RETURNS timestamp with time zone
+ LANGUAGE plpgsql
+ STABLE
+ SET enable_bitmapscan TO 'off'
+AS $function$
+DECLARE
+  wanted text[] := ARRAY(SELECT pg_catalog.length(w) || ':' || w || v FROM unnest(workflows, versions) AS t(w, v));
+BEGIN
+  RETURN LEAST(
+    (SELECT r.wake_at FROM "chronicle".runs r
+     WHERE r.status IN ('pending', 'waiting') AND r.wake_at > pg_catalog.now()
+       AND pg_catalog.length(r.workflow) || ':' || r.workflow || r.version = ANY (wanted)
+     ORDER BY r.wake_at
+     LIMIT 1),
+    (SELECT r.lease_until FROM "chronicle".runs r
+     WHERE r.status = 'running' AND r.lease_until > pg_catalog.now()
+       AND pg_catalog.length(r.workflow) || ':' || r.workflow || r.version = ANY (wanted)
+     ORDER BY r.lease_until
+     LIMIT 1)
+  );
+END
+$function$;
+
 CREATE OR REPLACE FUNCTION chronicle.prune_runs(older_than interval, batch_size integer)
  RETURNS integer
  LANGUAGE sql

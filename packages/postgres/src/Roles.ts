@@ -129,8 +129,9 @@ GRANT UPDATE (${RUN_STATE_COLUMNS.join(", ")}) ON ${s}.runs TO ${r};
 GRANT SELECT, INSERT, DELETE ON ${s}.workers TO ${r};
 GRANT UPDATE (${WORKER_STATE_COLUMNS.join(", ")}) ON ${s}.workers TO ${r};
 
--- Claiming: claim_runs runs with the caller's rights (the UPDATE and SELECT granted above).
+-- Claiming: claim_runs and next_due run with the caller's rights (the UPDATE and SELECT granted above).
 GRANT EXECUTE ON FUNCTION ${s}.claim_runs(integer, text[], text[], text, bigint, boolean) TO ${r};
+GRANT EXECUTE ON FUNCTION ${s}.next_due(text[], text[]) TO ${r};
 
 -- Retention without DELETE: prune_runs deletes whole terminal runs with its owner's rights.
 GRANT EXECUTE ON FUNCTION ${s}.prune_runs(interval, integer) TO ${r};

@@ -222,6 +222,7 @@ layer(SetupLive, { excludeTestServices: true, timeout: "60 seconds" })("least pr
         { object: "claim_runs()", privilege: "EXECUTE" },
         { object: "events", privilege: "INSERT" },
         { object: "events", privilege: "SELECT" },
+        { object: "next_due()", privilege: "EXECUTE" },
         { object: "prune_runs()", privilege: "EXECUTE" },
         { object: "runs", privilege: "INSERT" },
         { object: "runs", privilege: "SELECT" },
