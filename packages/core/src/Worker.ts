@@ -493,12 +493,13 @@ export const make = <W extends Workflow.Any>(
         let knownNext: Date | null | undefined
         while (true) {
           const idle = inFlight === 0
+          const times = ahead()
           const free: number = alone || (recoverDue && !idle)
             ? 0
             : Math.min(
-              ahead() * concurrency,
-              ahead() * 2 * concurrency - (inFlight - memoryWaiting - writeWaiting),
-              ahead() * 3 * concurrency - (inFlight - memoryWaiting),
+              times * concurrency,
+              times * 2 * concurrency - (inFlight - memoryWaiting - writeWaiting),
+              times * 3 * concurrency - (inFlight - memoryWaiting),
               maxHeld - inFlight
             )
           if (free > 0 && !stopping) {

@@ -7,9 +7,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Fiber, Schema } from "effect"
 import { Client, Store, Worker, Workflow } from "@chronicle/core"
 import { PgClient, PgPool, PgStore } from "@chronicle/postgres"
-import pg from "pg"
 import { ledgerDdl, Ledgered } from "./fixtures/workflows.js"
-import { withEngine } from "./helpers.js"
+import { connectedClient, withEngine } from "./helpers.js"
 
 const fixture = join(import.meta.dirname, "fixtures/worker.ts")
 
@@ -201,8 +200,7 @@ describe("wake-ups", () => {
         // A start alone NOTIFYs in its transaction; overlapping ones commit without it and share
         // a NOTIFY afterwards. Either way every new run reaches the wake and log channels.
         const heard = { wake: new Set<string>(), log: new Set<string>() }
-        const listener = new pg.Client({ connectionString: url })
-        yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+        const listener = yield* connectedClient(url)
         listener.on("notification", (n) => {
           if (n.channel === PgStore.channels("chronicle").wake) heard.wake.add(n.payload ?? "")
           if (n.channel === PgStore.channels("chronicle").log) heard.log.add(n.payload ?? "")
@@ -235,8 +233,7 @@ describe("wake-ups", () => {
         // worker: a sixth of a one-step run's CPU.
         const channels = PgStore.channels("chronicle")
         const heard = { events: [] as Array<string>, ended: new Set<string>() }
-        const listener = new pg.Client({ connectionString: url })
-        yield* Effect.acquireRelease(Effect.promise(() => listener.connect()), () => Effect.promise(() => listener.end()))
+        const listener = yield* connectedClient(url)
         listener.on("notification", (n) => {
           if (n.channel === channels.events) heard.events.push(n.payload ?? "")
           if (n.channel === channels.ended) heard.ended.add(n.payload ?? "")
@@ -297,8 +294,7 @@ describe("transactional start", () => {
   it.scopedLive("rolled back: no run; committed: the run exists and runs", () =>
     withEngine((url) =>
       Effect.gen(function*() {
-        const client = new pg.Client({ connectionString: url })
-        yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
+        const client = yield* connectedClient(url)
         yield* Effect.promise(() => client.query("CREATE TABLE orders (id int PRIMARY KEY)"))
 
         yield* Effect.promise(() => client.query("BEGIN"))

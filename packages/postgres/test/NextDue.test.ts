@@ -6,9 +6,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { Client, Step, Worker, Workflow } from "@chronicle/core"
-import pg from "pg"
 import { nextWakeAt } from "../src/internal/sql/claimRuns.js"
-import { withEngine } from "./helpers.js"
+import { connectedClient, withEngine } from "./helpers.js"
 
 const Quick = Workflow.make({ name: "quick", version: 1, input: Schema.Int, success: Schema.Int }, (n) =>
   Step.run("only", Effect.succeed(n)))
@@ -19,8 +18,7 @@ describe("the next due moment", () => {
   it.scopedLive("skips the leases of ended runs after one look, and still finds the next wake-up", () =>
     withEngine((url) =>
       Effect.gen(function*() {
-        const client = new pg.Client({ connectionString: url })
-        yield* Effect.acquireRelease(Effect.promise(() => client.connect()), () => Effect.promise(() => client.end()))
+        const client = yield* connectedClient(url)
         // No vacuum during the test: the dead entries stay, as they do between vacuums under load.
         yield* Effect.promise(() => client.query(`ALTER TABLE chronicle.runs SET (autovacuum_enabled = false)`))
 

@@ -5,6 +5,7 @@ import { Effect, Layer } from "effect"
 import type { Store } from "@chronicle/core"
 import { PgListener, PgPool, PgStore } from "@chronicle/postgres"
 import { TestDatabase } from "@chronicle/testing"
+import pg from "pg"
 
 export const freshDatabase: Effect.Effect<string, TestDatabase.TestDatabaseError, Scope.Scope> = Effect.gen(function*() {
   const { serverUrl, template } = yield* TestDatabase.runEnvironment
@@ -12,6 +13,17 @@ export const freshDatabase: Effect.Effect<string, TestDatabase.TestDatabaseError
 })
 
 export type Engine = Store.Store | PgPool.PgPool | PgListener.PgListener
+
+/** A connection of the test's own (outside the store's pool), open for the scope. */
+export const connectedClient = (url: string): Effect.Effect<pg.Client, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const client = new pg.Client({ connectionString: url })
+      await client.connect()
+      return client
+    }),
+    (client) => Effect.promise(() => client.end())
+  )
 
 /** Runs `use` with a PgStore on a fresh database; returns the URL too, for child processes. */
 export const withEngine = <A, E, R>(use: (url: string) => Effect.Effect<A, E, R | Engine>) =>

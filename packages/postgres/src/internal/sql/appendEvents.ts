@@ -9,9 +9,10 @@
  *   cancels), then these. The statement's snapshot was taken before the row lock, so an append
  *   that committed while this one waited for the lock is not among them: the caller sees the gap
  *   in seq and reads it (rare: only when an outside write raced this one).
- * - The events come as one JSON document (`ev`), not as arrays: node-postgres escapes each element
- *   of an array parameter in JavaScript (every payload's JSON text again), which cost a W1 worker
- *   about 3.7 KB of garbage and 3% of its CPU per run; the server parses JSON in C. The run's
+ * - The events come as one JSON document (`ev`, without a run id: they are all this run's), not
+ *   as arrays: node-postgres escapes each element of an array parameter in JavaScript (every
+ *   payload's JSON text again), which cost a W1 worker about 3.7 KB of garbage and 3% of its CPU
+ *   per run; the server parses JSON in C. The run's
  *   output or error is taken from its terminal event there, not sent a second time.
  * - The events just written come back without their payloads (NULL): the caller has them, and a
  *   large step output would otherwise cross the wire twice and be parsed again.
@@ -22,7 +23,7 @@
  */
 export const append = (s: string) => `
 WITH ev AS (
-  SELECT * FROM jsonb_to_recordset($6::jsonb) AS e(ord int, type text, key text, payload jsonb) -- (their run_id is this run)
+  SELECT * FROM jsonb_to_recordset($6::jsonb) AS e(ord int, type text, key text, payload jsonb)
 ), upd AS (
   UPDATE ${s}.runs
   SET last_seq = last_seq + $3::int,
