@@ -52,8 +52,9 @@ export interface Instance {
   readonly enqueue: (workload: Workload, item: number) => Promise<string>
   /**
    * Resolves when the run's result is available to a caller, through the engine's own mechanism
-   * (result API, completion notification). Engines without one resolve when `probe.lastStep` ran
-   * and the job is marked done.
+   * (result API, completion notification). Engines without one (the job queues) resolve when
+   * `probe.lastStep` ran: their completion write is not awaitable, so their "result" does not
+   * include the commit that a workflow engine's result waits for.
    */
   readonly result: (workload: Workload, handle: string) => Promise<void>
   /** Closes every connection. */

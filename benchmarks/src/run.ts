@@ -50,7 +50,7 @@ import { summarize } from "./stats.js"
 import { workerSettings } from "./w5-worker.js"
 import { measureCell } from "./w5.js"
 import { WorkerProcess } from "./worker-process.js"
-import { gitState, message, root, settle, withClient, withFreshDatabase, withTimeout } from "./util.js"
+import { gitState, message, root, serverPids, settle, withClient, withFreshDatabase, withTimeout } from "./util.js"
 import type { GitState } from "./util.js"
 
 const ENGINES = ["chronicle", "graphile-worker", "pg-boss", "dbos", "openworkflow", "effect-workflow"] as const
@@ -198,14 +198,17 @@ const onHost = async (
 ): Promise<Reply> =>
   withFreshDatabase(server.url, `bench_${prefix}_${engine.name}`, async (url, dbName) => {
     const host = hosts.get(engine.name)!
-    // Every host quiet first: a measurement does not share the machine with the tail of the one
-    // before it (see `settle`).
-    const settled = await settle([...hosts.values()].flatMap((h) => (h.pid === undefined ? [] : [h.pid])))
+    // Every host and the server quiet first: a measurement does not share the machine with the
+    // tail of the one before it (see `settle`).
+    const settled = await settle([
+      ...[...hosts.values()].flatMap((h) => (h.pid === undefined ? [] : [h.pid])),
+      ...await serverPids(server.url)
+    ])
     if (settled !== null && settled.quiet && settled.waitedMs > 600) {
-      progress.log(`before ${phase}: waited ${(settled.waitedMs / 1000).toFixed(1)} s for the engine hosts to go quiet`)
+      progress.log(`before ${phase}: waited ${(settled.waitedMs / 1000).toFixed(1)} s for the engine hosts and the server to go quiet`)
     }
     if (settled !== null && !settled.quiet) {
-      const text = `before ${phase}: the engine hosts were still busy after ${Math.round(settled.waitedMs / 1000)} s; measured anyway`
+      const text = `before ${phase}: the engine hosts or the server were still busy after ${Math.round(settled.waitedMs / 1000)} s; measured anyway`
       problems.push(text)
       progress.log(text)
     }

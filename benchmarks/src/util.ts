@@ -49,38 +49,55 @@ const cpuTicks = (pid: number): number | undefined => {
 /**
  * Waits until the processes `pids` use (together) at most 2 clock ticks (20 ms at the usual 100 Hz)
  * of CPU in a 250 ms window, or `maxMs` has passed. Returns how long it waited, and whether they
- * went quiet; null where /proc is not there to tell (then it does not wait).
+ * went quiet; null where /proc is not there to tell (then it does not wait). A process that ends
+ * meanwhile (an autovacuum worker) counts as quiet.
  *
  * An engine's host can go on working after it answered (closing its runtime, collecting its
  * garbage): sampled once a second, @effect/workflow's host was still using about half a core in
  * the second in which Chronicle's next measurement began (Chronicle follows it in the rotation).
- * In the runs since, the hosts were quiet within 0.6 s before every measurement.
+ * In the runs since, the hosts were quiet within 0.6 s before every measurement. The server's own
+ * processes (`serverPids`) are waited for too: what one engine left the server to do (a checkpoint,
+ * an autovacuum) is not the next one's cost.
  */
 export const settle = async (
   pids: ReadonlyArray<number>,
   maxMs = 10_000
 ): Promise<{ readonly waitedMs: number; readonly quiet: boolean } | null> => {
-  const total = () => {
-    let sum = 0
-    for (const pid of pids) {
-      const ticks = cpuTicks(pid)
-      if (ticks === undefined) return undefined
-      sum += ticks
-    }
-    return sum
-  }
-  let last = total()
-  if (last === undefined) return null
+  const ticks = () => pids.map(cpuTicks)
+  let last = ticks()
+  if (last.every((t) => t === undefined)) return null
   const start = performance.now()
   while (performance.now() - start < maxMs) {
     await sleep(250)
-    const now = total()
-    if (now === undefined) return null
-    const used = now - last
+    const now = ticks()
+    let used = 0
+    for (let i = 0; i < pids.length; i++) {
+      const before = last[i], after = now[i]
+      if (before !== undefined && after !== undefined) used += after - before
+    }
     last = now
     if (used <= 2) return { waitedMs: performance.now() - start, quiet: true }
   }
   return { waitedMs: performance.now() - start, quiet: false }
+}
+
+/**
+ * The server's processes (backends, checkpointer, autovacuum workers, ...) as this machine sees
+ * them, when the server runs here: each pid from `pg_stat_activity` whose process here is a
+ * Postgres one (a remote server's pids may name unrelated local processes: those are left out).
+ * Empty when the server is elsewhere or cannot be asked.
+ */
+export const serverPids = async (url: string): Promise<ReadonlyArray<number>> => {
+  const rows = await withClient(url, (c) =>
+    c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()")
+  ).then((r) => r.rows, () => [])
+  return rows.map((r) => r.pid).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8").startsWith("postgres")
+    } catch {
+      return false
+    }
+  })
 }
 
 /** A database name prefix from free text (lowercase letters, digits, `_`). */
