@@ -33,16 +33,33 @@ export interface Batcher<P, A, E> {
 
 const ignore = () => {}
 
+/** One turn of the event loop: what promises and fibers resumed meanwhile have run. */
+const turn: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 export const make = <P, A, E>(
   take: (queue: Array<Pending<P, A, E>>) => Array<Pending<P, A, E>>,
   write: (batch: ReadonlyArray<Pending<P, A, E>>) => Effect.Effect<void>,
   /** Sees each answer just before its caller is resumed with it, as plain code. */
-  onAnswer?: (params: P, exit: Exit.Exit<A, E>) => void
+  onAnswer?: (params: P, exit: Exit.Exit<A, E>) => void,
+  options: {
+    /**
+     * After each batch, let the event loop turn once (`setImmediate`) before taking the next or
+     * stopping, so that callers answered by that batch and coming straight back join the next one
+     * instead of going out alone ahead of it. The first batch still goes out at once.
+     */
+    readonly gather?: boolean
+  } = {}
 ): Batcher<P, A, E> => {
   const queue: Array<Pending<P, A, E>> = []
   let flushing = false
   const flush: Effect.Effect<void> = Effect.gen(function*() {
-    while (queue.length > 0) yield* write(take(queue))
+    while (queue.length > 0) {
+      yield* write(take(queue))
+      if (options.gather === true) yield* turn
+    }
     flushing = false
   })
   /** Starts the writer unless it runs (it takes what is queued before it stops). */

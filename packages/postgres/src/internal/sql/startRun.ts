@@ -43,6 +43,42 @@ SELECT id::text AS id, created, input = $4::jsonb AS same_input, created AND wak
 FROM up`
 
 /**
+ * Starts that overlap, as one statement and one commit (group commit, as appends have): `$1` a
+ * JSON array of `{ ord, id, workflow, version, input, key, parent, tags, at, started }`, one
+ * per start, no two with the same (workflow, key). Each comes back by its `ord`, as
+ * `startRunQuietly` answers it. It NOTIFYs at its commit, as a start alone does (`$2` the wake
+ * channel, `$3` the log channel): batches go one at a time, so the NOTIFY lock held through the
+ * commit's flush is not waited for by other starts, and no NOTIFY statement follows. The rows go in in
+ * (workflow, key) order, so two batches that share keys wait for each other in one order and
+ * never deadlock. A JSON null input stays a jsonb null (`->`, not a record's column, which would
+ * turn it into SQL NULL).
+ *
+ * @internal
+ */
+export const startRunBatch = (s: string) => `
+WITH req AS (
+  SELECT (j->>'ord')::int AS ord, (j->>'id')::uuid AS id, j->>'workflow' AS workflow, j->>'version' AS version,
+         j->'input' AS input, j->>'key' AS idempotency_key, (j->>'parent')::uuid AS parent_id,
+         ARRAY(SELECT jsonb_array_elements_text(j->'tags')) AS tags, (j->>'at')::timestamptz AS start_at,
+         j->'started' AS started
+  FROM jsonb_array_elements($1::jsonb) AS e(j)
+), up AS (
+  INSERT INTO ${s}.runs AS r (id, workflow, version, status, input, idempotency_key, parent_id, tags, wake_at, last_seq)
+  SELECT id, workflow, version, 'pending', input, idempotency_key, parent_id, tags, coalesce(start_at, now()), 1
+  FROM req ORDER BY workflow, idempotency_key, id
+  ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL
+  DO UPDATE SET updated_at = r.updated_at
+  RETURNING r.id, (r.xmax = 0) AS created, r.input, r.wake_at, r.workflow, r.idempotency_key
+), first_event AS (
+  INSERT INTO ${s}.events (run_id, seq, type, key, payload)
+  SELECT up.id, 1, 'RunStarted', NULL, req.started FROM up JOIN req ON req.id = up.id WHERE up.created
+)
+SELECT req.ord, up.id::text AS id, up.created, up.input = req.input AS same_input,
+       CASE WHEN up.created AND up.wake_at <= now() THEN pg_notify($2::text, up.id::text) END AS notified,
+       CASE WHEN up.created THEN pg_notify($3::text, up.id::text) END AS logged
+FROM req JOIN up ON up.id = req.id OR (up.workflow = req.workflow AND up.idempotency_key = req.idempotency_key)`
+
+/**
  * NOTIFYs (channel, payload) pairs in a transaction of their own whose commit does not wait for
  * its WAL flush: a wake-up is a hint (a lost one is made up by polling), and the cluster-wide
  * NOTIFY lock is then held for microseconds rather than for a flush.
