@@ -516,29 +516,16 @@ export const make = (options: Options = {}): Effect.Effect<
       })
 
     /** The next batch: a run at most once per batch; its later append waits for the next one. */
-    const takeAppends = (queue: Array<Pending>): Array<Pending> => {
-      const batch: Array<Pending> = []
-      const runs = new Set<string>()
-      for (let i = 0; i < queue.length && batch.length < MAX_BATCH;) {
-        const pending = queue[i]!
-        if (runs.has(pending.params.runId)) {
-          i++
-          continue
-        }
-        runs.add(pending.params.runId)
-        batch.push(pending)
-        queue.splice(i, 1)
-      }
-      return batch
-    }
+    const takeAppends = Batcher.takeDistinct<AppendParams, AppendResult, PgError.PgError>(MAX_BATCH, (params) => params.runId)
     const enqueueAppend = Batcher.make(takeAppends, writeBatch, (params, exit) => {
       if (takenHere.size > 0) takenHere.delete(params.runId)
       if (endingHere.size > 0) appendAnswered(params, exit)
     })
 
     // ---- NOTIFY after a commit ----------------------------------------------------------------
-    // A start commits without NOTIFY (see startRun.ts) and queues its wake-up for a statement
-    // shared with the starts that came meanwhile, sent right after. It does not wait for it: that
+    // A start that commits without NOTIFY (a batch of one, or one taken by a worker here while
+    // others are in flight; see startRun.ts) queues its wake-up for a statement shared with the
+    // others that came meanwhile, sent right after. It does not wait for it: that
     // round trip was half of a start's time under load (W1 enqueue, 10 callers: about 3,400
     // starts/s waiting, 3,900-4,900 not). A wake-up is a hint: one that a process ending at once
     // never sends is made up for by the workers' polling, as a lost NOTIFY is.
@@ -561,7 +548,7 @@ export const make = (options: Options = {}): Effect.Effect<
     // ---- starts that overlap: group commit --------------------------------------------------------
     // A start alone goes out at once and NOTIFYs in its own transaction (see `start`). Starts that
     // arrive while others are being written wait for the next batch: one statement and one commit
-    // for all of them, and one NOTIFY after it. Under load a start's cost was mostly its own round
+    // for all of them, their NOTIFYs inside it (a batch of one NOTIFYs right after, see below). Under load a start's cost was mostly its own round
     // trip on the Node side (the socket write alone was a quarter of the enqueuers' samples in W1).
     type StartRow = { readonly id: string; readonly created: boolean; readonly same_input: boolean; readonly due: boolean }
     type StartAnswer = { readonly runId: string; readonly created: boolean }
@@ -575,23 +562,11 @@ export const make = (options: Options = {}): Effect.Effect<
         Effect.tap(([row]) => row?.created === true ? notifyAfterCommit.post(startNotices(row)) : Effect.void),
         Effect.flatMap(startResult(params))
       )
-    /** The next batch: an idempotency key at most once per batch (one statement cannot meet one row twice). */
-    const takeStartBatch = (queue: Array<PendingStart>): Array<PendingStart> => {
-      const batch: Array<PendingStart> = []
-      const keys = new Set<string>()
-      for (let i = 0; i < queue.length && batch.length < MAX_START_BATCH;) {
-        const { idempotencyKey, workflow } = queue[i]!.params
-        const key = idempotencyKey === undefined ? undefined : JSON.stringify([workflow, idempotencyKey])
-        if (key !== undefined && keys.has(key)) {
-          i++
-          continue
-        }
-        if (key !== undefined) keys.add(key)
-        batch.push(queue[i]!)
-        queue.splice(i, 1)
-      }
-      return batch
-    }
+    /** The next batch: an idempotency key at most once per batch. */
+    const takeStartBatch = Batcher.takeDistinct<Store.StartParams, StartAnswer, Store.StoreError | Store.InputMismatch>(
+      MAX_START_BATCH,
+      ({ idempotencyKey, workflow }) => (idempotencyKey === undefined ? undefined : JSON.stringify([workflow, idempotencyKey]))
+    )
     const writeStarts = (batch: ReadonlyArray<PendingStart>): Effect.Effect<void> =>
       Effect.gen(function*() {
         if (batch.length === 1) return yield* Batcher.complete(batch[0]!, startQuietly(batch[0]!.params))

@@ -33,6 +33,28 @@ export interface Batcher<P, A, E> {
 
 const ignore = () => {}
 
+/**
+ * A `take` for `make`: up to `max` entries in queue order, at most one per key (`keyOf`; entries
+ * without one are always taken). An entry whose key is already in the batch waits for the next one,
+ * where a single statement cannot meet the same row twice.
+ */
+export const takeDistinct = <P, A, E>(max: number, keyOf: (params: P) => string | undefined) =>
+(queue: Array<Pending<P, A, E>>): Array<Pending<P, A, E>> => {
+  const batch: Array<Pending<P, A, E>> = []
+  const keys = new Set<string>()
+  for (let i = 0; i < queue.length && batch.length < max;) {
+    const key = keyOf(queue[i]!.params)
+    if (key !== undefined && keys.has(key)) {
+      i++
+      continue
+    }
+    if (key !== undefined) keys.add(key)
+    batch.push(queue[i]!)
+    queue.splice(i, 1)
+  }
+  return batch
+}
+
 /** One turn of the event loop: what promises and fibers resumed meanwhile have run. */
 const turn: Effect.Effect<void> = Effect.async<void>((resume) => {
   const handle = setImmediate(() => resume(Effect.void))
