@@ -77,10 +77,11 @@ export const make = <P, A, E>(
 ): Batcher<P, A, E> => {
   const queue: Array<Pending<P, A, E>> = []
   let flushing = false
+  const gather = options.gather === true
   const flush: Effect.Effect<void> = Effect.gen(function*() {
     while (queue.length > 0) {
       yield* write(take(queue))
-      if (options.gather === true) yield* turn
+      if (gather) yield* turn
     }
     flushing = false
   })
@@ -89,6 +90,36 @@ export const make = <P, A, E>(
     if (flushing) return then
     flushing = true
     return Effect.zipRight(Effect.forkDaemon(flush), then)
+  }
+  /**
+   * A caller that finds no writer becomes it for the first batch, in its own fiber (which waits for
+   * that batch's answer anyway), uninterruptibly, as a forked writer would be. It lets the fibers
+   * that are ready run first (`yieldNow`), so that callers of the same moment still share its
+   * batch; what queues while it writes goes to a writer forked then. Forking a daemon writer for
+   * each first batch cost a fiber in the global scope per append on an idle system (W3, 3 × 3,000
+   * runs alternating in one process every 20 runs: result p50 0.04-0.12 ms lower this way).
+   * (Not with `gather`: the callers a batch answered must find a writer when they come back, after
+   * its turn.)
+   */
+  const writeOrWait = (then: Effect.Effect<A, E>): Effect.Effect<A, E> => {
+    if (flushing || gather) return withWriter(then)
+    flushing = true
+    return Effect.zipRight(
+      Effect.uninterruptible(Effect.zipRight(
+        Effect.yieldNow(),
+        Effect.suspend(() =>
+          Effect.ensuring(
+            write(take(queue)),
+            Effect.suspend(() => {
+              if (queue.length > 0) return Effect.asVoid(Effect.forkDaemon(flush))
+              flushing = false
+              return Effect.void
+            })
+          )
+        )
+      )),
+      then
+    )
   }
   const batcher = (params: P) =>
     Effect.suspend(() => {
@@ -103,7 +134,7 @@ export const make = <P, A, E>(
           resume?.(exit)
         }
       })
-      return withWriter(Effect.async<A, E>((r) => {
+      return writeOrWait(Effect.async<A, E>((r) => {
         if (answer !== undefined) r(answer)
         else resume = r
       }))
