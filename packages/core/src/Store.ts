@@ -371,6 +371,12 @@ export interface StoreService {
    */
   readonly onChanges: (runId: string, onHint: (ended?: Ended) => void) => Effect.Effect<void, StoreError, Scope.Scope>
   /**
+   * `onChanges` without a scope, where the store can: the hints come until the returned function
+   * is called (as plain code, once). `Client.result` uses it when there: a scope per wait cost it
+   * more than the subscription itself.
+   */
+  readonly watch?: (runId: string, onHint: (ended?: Ended) => void) => Effect.Effect<() => void, StoreError>
+  /**
    * The ids of runs that have new events, for all runs at once (a worker routes them to its
    * executions). `"*"` means a hint may have been missed (the channel reconnected): every
    * listener should look.

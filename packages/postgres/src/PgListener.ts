@@ -57,6 +57,15 @@ export interface PgListenerService {
     channel: string,
     handler: (event: ListenEvent) => void
   ) => Effect.Effect<void, PgError.PgError | SchemaName.InvalidIdentifier, Scope.Scope>
+  /**
+   * `subscribe` without a scope: the subscription lasts until the returned function is called (as
+   * plain code, once). For callers that end it themselves as plain code: a subscription held by a
+   * scope costs its caller the scope, which `Client.result` paid on every call.
+   */
+  readonly attach: (
+    channel: string,
+    handler: (event: ListenEvent) => void
+  ) => Effect.Effect<() => void, PgError.PgError | SchemaName.InvalidIdentifier>
   /** Sends a NOTIFY on the listener's own connection (tests and tools; the engine notifies in its transactions). */
   readonly notify: (channel: string, payload: string) => Effect.Effect<void, PgError.PgError | SchemaName.InvalidIdentifier>
   /** How many times the connection has been re-established since the layer started. */
@@ -271,53 +280,72 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
     })
     yield* check.pipe(Effect.delay(checkMs), Effect.forever, Effect.forkScoped)
 
-    const subscribe: PgListenerService["subscribe"] = (channel, handler) =>
-      Effect.gen(function*() {
-        const name = yield* SchemaName.validateChannel(channel)
-        // The handler is added and its removal registered with no interruption in between. The
-        // removal goes straight into the scope, not through `acquireRelease`: its finalizer diffs
-        // and patches the fiber's FiberRefs on the way in and out, which cost `Client.result` (two
-        // subscriptions per call) more than the rest of the subscription; this one is plain code.
-        const scope = yield* Effect.scope
-        yield* Effect.uninterruptible(Effect.suspend(() => {
-          let set = handlers.get(name)
-          if (set === undefined) {
-            set = new Set()
-            handlers.set(name, set)
+    /** Adds `handler` to the channel's subscribers (a pending UNLISTEN of it is called off). */
+    const add = (name: string, handler: Handler) => {
+      let set = handlers.get(name)
+      if (set === undefined) {
+        set = new Set()
+        handlers.set(name, set)
+      }
+      set.add(handler)
+      const timer = unlistenTimers.get(name)
+      if (timer !== undefined) {
+        clearTimeout(timer)
+        unlistenTimers.delete(name)
+      }
+    }
+    // Channels once found valid: an active one is attached to as plain code.
+    const validChannels = new Set<string>()
+
+    const attach: PgListenerService["attach"] = (channel, handler) =>
+      Effect.suspend(() => {
+        // The common case, a channel whose LISTEN is active (it stays so for `unlistenAfter` after
+        // its last subscriber): no round trip to wait for, so no Effect either.
+        if (validChannels.has(channel) && listens.get(channel) === true) {
+          add(channel, handler)
+          handler({ _tag: "Listening", reconnected: false })
+          return Effect.succeed(() => leave(channel, handler))
+        }
+        // The handler is added and its LISTEN awaited with no interruption in between: from the
+        // moment it is added, the caller gets the function that removes it, or the removal is done.
+        return Effect.uninterruptible(Effect.gen(function*() {
+          const name = yield* SchemaName.validateChannel(channel)
+          validChannels.add(name)
+          add(name, handler)
+          let listening = listens.get(name)
+          if (listening === undefined) {
+            const sent: Promise<void> = Promise.resolve(current.listenTo(name)).then(
+              () => {
+                if (listens.get(name) === sent) listens.set(name, true)
+              },
+              (cause) => {
+                // The next subscriber sends it again.
+                if (listens.get(name) === sent) listens.delete(name)
+                throw cause
+              }
+            )
+            listens.set(name, sent)
+            listening = sent
           }
-          set.add(handler)
-          const timer = unlistenTimers.get(name)
-          if (timer !== undefined) {
-            clearTimeout(timer)
-            unlistenTimers.delete(name)
+          if (listening !== true) {
+            const answer = listening
+            yield* Effect.tryPromise({
+              try: () => answer,
+              catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
+            }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler))))
           }
-          return Scope.addFinalizer(scope, Effect.sync(() => leave(name, handler)))
+          // Only now is the LISTEN active: tell the subscriber it may catch up.
+          handler({ _tag: "Listening", reconnected: false })
+          return () => leave(name, handler)
         }))
-        let listening = listens.get(name)
-        if (listening === undefined) {
-          const sent: Promise<void> = Promise.resolve(current.listenTo(name)).then(
-            () => {
-              if (listens.get(name) === sent) listens.set(name, true)
-            },
-            (cause) => {
-              // The next subscriber sends it again.
-              if (listens.get(name) === sent) listens.delete(name)
-              throw cause
-            }
-          )
-          listens.set(name, sent)
-          listening = sent
-        }
-        if (listening !== true) {
-          const answer = listening
-          yield* Effect.uninterruptible(Effect.tryPromise({
-            try: () => answer,
-            catch: (cause) => PgError.fromCause(`LISTEN ${name}`, cause)
-          }).pipe(Effect.tapError(() => Effect.sync(() => removeHandler(name, handler)))))
-        }
-        // Only now is the LISTEN active: tell the subscriber it may catch up.
-        handler({ _tag: "Listening", reconnected: false })
       })
+
+    // The removal goes straight into the scope, not through `acquireRelease`: its finalizer diffs
+    // and patches the fiber's FiberRefs on the way in and out, which cost `Client.result` (two
+    // subscriptions per call) more than the rest of the subscription; this one is plain code.
+    const subscribe: PgListenerService["subscribe"] = (channel, handler) =>
+      Effect.flatMap(Effect.scope, (scope) =>
+        Effect.uninterruptible(Effect.flatMap(attach(channel, handler), (detach) => Scope.addFinalizer(scope, Effect.sync(detach)))))
 
     /** A subscriber left: the last one of a channel UNLISTENs later, unless someone subscribes meanwhile. */
     const leave = (name: string, handler: Handler) => {
@@ -368,7 +396,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         Effect.asVoid
       )
 
-    return { listen, subscribe, notify, reconnects: Effect.sync(() => reconnects) } satisfies PgListenerService
+    return { listen, subscribe, attach, notify, reconnects: Effect.sync(() => reconnects) } satisfies PgListenerService
   })
 
 /**

@@ -648,6 +648,35 @@ export const make = (options: Options = {}): Effect.Effect<
       return undefined
     }
 
+    /** A run's hints until the returned function is called: see `StoreService.watch`. */
+    const watch = (runId: string, onHint: (ended?: Store.Ended) => void): Effect.Effect<() => void, Store.StoreError> =>
+      Effect.uninterruptible(Effect.flatMap(
+        listener.attach(channel.ended, (e) => {
+          if (e._tag === "Listening" ? !e.reconnected : e.payload !== runId) return
+          const ending = e._tag === "Notification" ? endingHere.get(runId) : undefined
+          if (ending !== undefined) ending.notified = true // its append's answer says more
+          else onHint()
+        }),
+        (leaveEnded) =>
+          listener.attach(channel.events, (e) => {
+            if (e._tag === "Listening" ? !e.reconnected && takenHere.has(runId) : e.payload !== runId) return
+            onHint()
+          }).pipe(
+            Effect.onError(() => Effect.sync(leaveEnded)),
+            Effect.map((leaveEvents) => {
+              const waiters = endWaiters.get(runId) ?? new Set()
+              waiters.add(onHint)
+              endWaiters.set(runId, waiters)
+              return () => {
+                leaveEnded()
+                leaveEvents()
+                waiters.delete(onHint)
+                if (waiters.size === 0 && endWaiters.get(runId) === waiters) endWaiters.delete(runId)
+              }
+            })
+          )
+      )).pipe(Effect.mapError(listenError))
+
     const service: Store.StoreService = {
       limits: { ...Json.defaultLimits, ...options.limits },
       now,
@@ -782,36 +811,10 @@ export const make = (options: Options = {}): Effect.Effect<
       // Both channels: a run ends by its worker's append (`_ended`) or by a cancel sent while it
       // is parked (`_events`), and an execution without a worker hears its signals on `_events`.
       // The first "Listening" comes once both LISTENs are active, from the second.
+      watch,
       onChanges: (runId, onHint) =>
-        Effect.zipRight(
-          listener.subscribe(channel.ended, (e) => {
-            if (e._tag === "Listening" ? !e.reconnected : e.payload !== runId) return
-            const ending = e._tag === "Notification" ? endingHere.get(runId) : undefined
-            if (ending !== undefined) ending.notified = true // its append's answer says more
-            else onHint()
-          }),
-          listener.subscribe(channel.events, (e) => {
-            if (e._tag === "Listening" ? !e.reconnected && takenHere.has(runId) : e.payload !== runId) return
-            onHint()
-          })
-        ).pipe(
-          Effect.mapError(listenError),
-          // Straight into the scope, as the listener's subscriptions (see PgListener.subscribe).
-          Effect.zipRight(Effect.flatMap(Effect.scope, (scope) =>
-            Effect.uninterruptible(Effect.suspend(() => {
-              const waiters = endWaiters.get(runId) ?? new Set()
-              waiters.add(onHint)
-              endWaiters.set(runId, waiters)
-              return Scope.addFinalizer(
-                scope,
-                Effect.sync(() => {
-                  waiters.delete(onHint)
-                  if (waiters.size === 0 && endWaiters.get(runId) === waiters) endWaiters.delete(runId)
-                })
-              )
-            }))
-          ))
-        ),
+        Effect.flatMap(Effect.scope, (scope) =>
+          Effect.uninterruptible(Effect.flatMap(watch(runId, onHint), (stop) => Scope.addFinalizer(scope, Effect.sync(stop))))),
 
       // A LISTEN that fails (its connection is being replaced) is tried again: each new
       // subscription starts with "catch up now", so nothing is missed in between. (`onChanges`

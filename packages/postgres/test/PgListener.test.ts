@@ -201,6 +201,34 @@ describe("PgListener", () => {
       }).pipe(Effect.provide(env))
     }))
 
+  it.scopedLive("`attach` subscribes until its function is called, and tells of an active LISTEN at once", () =>
+    Effect.gen(function*() {
+      const { env } = yield* setup
+      yield* Effect.gen(function*() {
+        const listener = yield* PgListener.PgListener
+        const a: Array<PgListener.ListenEvent> = []
+        const detachA = yield* listener.attach("attached", (e) => void a.push(e))
+        // Returned once the LISTEN is active, with "Listening" said.
+        assert.deepStrictEqual(a, [{ _tag: "Listening", reconnected: false }])
+        yield* notify("attached", "x")
+        while (a.length < 2) yield* Effect.sleep("10 millis")
+        assert.deepStrictEqual(a[1], { _tag: "Notification", channel: "attached", payload: "x" })
+        // A second subscriber of the active channel is told at once, in the call.
+        const b: Array<PgListener.ListenEvent> = []
+        const detachB = yield* listener.attach("attached", (e) => void b.push(e))
+        assert.deepStrictEqual(b, [{ _tag: "Listening", reconnected: false }])
+        detachA()
+        yield* notify("attached", "y")
+        while (b.length < 2) yield* Effect.sleep("10 millis")
+        assert.deepStrictEqual(b[1], { _tag: "Notification", channel: "attached", payload: "y" })
+        assert.strictEqual(a.length, 2, "a detached subscriber hears nothing more")
+        detachB()
+        // A bad channel name is refused before anything is LISTENed.
+        const refused = yield* Effect.flip(listener.attach("", () => {}))
+        assert.strictEqual(refused._tag, "InvalidIdentifier")
+      }).pipe(Effect.provide(env))
+    }))
+
   it.scopedLive("UNLISTENs a channel only once it has had no subscriber for `unlistenAfter`", () =>
     Effect.gen(function*() {
       const url = yield* TestDatabase.emptyDatabase

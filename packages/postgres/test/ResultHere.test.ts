@@ -117,4 +117,69 @@ describe("Client.result beside the worker", () => {
         yield* Effect.sleep("300 millis")
         assert.strictEqual(heardAfterLeaving, 0)
       })), 30_000)
+
+  it.scopedLive("`watch` hints until its function is called, without a scope; the end comes with the hint", () =>
+    withEngine(() =>
+      Effect.gen(function*() {
+        const store = yield* Store.Store
+        assert.isDefined(store.watch)
+        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
+        yield* Effect.forkScoped(w.run())
+        const gate = yield* Deferred.make<void>()
+        gates.set("watch", gate)
+        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "watch" })
+
+        // A watches and stops while the run is in its step.
+        let heardAfterStopping = 0
+        let stopped = false
+        const stopA = yield* store.watch!(runId, () => {
+          if (stopped) heardAfterStopping++
+        })
+        stopA()
+        stopped = true
+
+        // B watches on, and hears the end with the hint.
+        const ended = yield* Deferred.make<Store.Ended>()
+        const stopB = yield* store.watch!(runId, (end) => {
+          if (end !== undefined) Deferred.unsafeDone(ended, Exit.succeed(end))
+        })
+        yield* Deferred.succeed(gate, undefined)
+        const end = yield* Deferred.await(ended).pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("B never heard the end") }))
+        assert.strictEqual(end.status, "completed")
+        stopB()
+        yield* Effect.sleep("300 millis")
+        assert.strictEqual(heardAfterStopping, 0)
+      })), 30_000)
+
+  it.scopedLive("Client.result ends its subscription however it ends: with the run's end, or interrupted", () =>
+    withEngine(() =>
+      Effect.gen(function*() {
+        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
+        yield* Effect.forkScoped(w.run())
+        // This process's store, with its open subscriptions counted.
+        let open = 0
+        const counted = Effect.map(Store.Store, (store): Store.StoreService => ({
+          ...store,
+          watch: (id, onHint) =>
+            Effect.map(store.watch!(id, onHint), (stop) => {
+              open++
+              return () => {
+                open--
+                stop()
+              }
+            })
+        }))
+        const gate = yield* Deferred.make<void>()
+        gates.set("ends", gate)
+        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "ends" })
+        const waiting = yield* Client.result(Place, runId).pipe(Effect.provideServiceEffect(Store.Store, counted), Effect.fork)
+        while (open === 0) yield* Effect.sleep("10 millis")
+        yield* Fiber.interrupt(waiting)
+        assert.strictEqual(open, 0, "interrupted: unsubscribed")
+        const done = yield* Client.result(Place, runId).pipe(Effect.provideServiceEffect(Store.Store, counted), Effect.fork)
+        while (open === 0) yield* Effect.sleep("10 millis")
+        yield* Deferred.succeed(gate, undefined)
+        yield* Fiber.join(done)
+        assert.strictEqual(open, 0, "ended: unsubscribed")
+      })), 30_000)
 })
