@@ -170,14 +170,21 @@ const ENDED = `('completed', 'failed', 'cancelled')`
 const RUN_MODEL = `chronicle.runs r JOIN chaos.expected e ON r.workflow = 'chaos' AND r.idempotency_key = e.key`
 /**
  * The faults that explain a body run again (or a lease lost) between `t0` and `t1`: one on `owner`
- * (the process that ran it first, or held the lease), or on every process; or a SIGSTOP of `next`
- * (the process that ran it again): a zombie frozen past its lease that, resumed, starts the body
- * before its heartbeat learns the run is no longer its own.
+ * (the process that ran it first, or held the lease), or on every process, overlapping that window;
+ * or a SIGSTOP of `next` (the process that ran it again): a zombie frozen past its lease that,
+ * resumed, starts the body before its heartbeat learns the run is no longer its own. The zombie's
+ * run is tied to its resume, not to the first run: it comes within `ZOMBIE_WINDOW` after the
+ * resume (its next heartbeat, every second in the suite, and that heartbeat's answer, which a loaded
+ * machine delays: seen 1.8 s after a resume, its ledger entry 1.3 s after the new owner's run).
  */
 export const explainedBy = (owner: string, next: string, t0: string, t1: string) => `
   (SELECT array_agg(DISTINCT f.kind ORDER BY f.kind) FROM chaos.faults f
-   WHERE f.explains AND (f.owner IS NULL OR f.owner = ${owner} OR (f.kind = 'stop' AND f.owner = ${next}))
-     AND f.t_begin <= ${t1} AND f.t_end >= ${t0} - interval '1 second')`
+   WHERE f.explains AND f.t_begin <= ${t1} AND (
+     ((f.owner IS NULL OR f.owner = ${owner} OR (f.kind = 'stop' AND f.owner = ${next})) AND f.t_end >= ${t0} - interval '1 second')
+     OR (f.kind = 'stop' AND f.owner = ${next} AND f.t_end >= ${t1} - ${ZOMBIE_WINDOW})))`
+
+/** How long after its resume a zombie may still start a body (see `explainedBy`). */
+const ZOMBIE_WINDOW = "interval '3 seconds'"
 
 /** The invariants: id, name, and the SQL that lists violations (one text column `v`). */
 /** Claims, each with the owner and time of the claim before it. */

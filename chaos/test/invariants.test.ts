@@ -254,6 +254,19 @@ describe("invariant checks", () => {
         SELECT run_id, key, attempt, epoch, 'start', gen_random_uuid(), owner, pid, at + interval '2 seconds'
         FROM chaos.ledger WHERE phase = 'start' LIMIT 1`)
       assert.strictEqual(explained.verdicts.find((v) => v.id === "I5")?.violations, 0)
+      // A zombie: another process, frozen past the lease, resumed 1.8 s before it ran the body again,
+      // 1.3 s before the new owner's run (as seen in a CI-profile run): explained by its SIGSTOP.
+      const zombie = (resumedBefore: string) =>
+        planted(pool, `
+        INSERT INTO chaos.faults (kind, owner, t_begin, t_end, explains)
+        SELECT 'stop', 't2', at - interval '7 seconds', at + interval '0.5 seconds' - interval '${resumedBefore}', true
+        FROM chaos.ledger WHERE phase = 'start' LIMIT 1;
+        INSERT INTO chaos.ledger (run_id, key, attempt, epoch, phase, body, owner, pid, at)
+        SELECT run_id, key, attempt, epoch - 1, 'start', gen_random_uuid(), 't2', pid, at + interval '0.5 seconds'
+        FROM chaos.ledger WHERE phase = 'start' LIMIT 1`)
+      assert.strictEqual((yield* zombie("1.8 seconds")).verdicts.find((v) => v.id === "I5")?.violations, 0)
+      // But not one that ran the body long after it resumed: by then its heartbeat had told it.
+      assert.isAbove((yield* zombie("4 seconds")).verdicts.find((v) => v.id === "I5")?.violations ?? 0, 0)
 
       for (const plant of PLANTS) {
         const { verdicts } = yield* planted(pool, plant.sql)
