@@ -13,6 +13,7 @@
 import { Context, Duration, Effect, Layer, Queue, Redacted, Runtime, Schedule, Scope, Stream } from "effect"
 import pgListen from "pg-listen"
 import * as PgError from "./PgError.js"
+import { untilScopeCloses } from "./internal/scoped.js"
 import * as SchemaName from "./SchemaName.js"
 
 // pg-listen ships CommonJS typings; under NodeNext its default import is the module object.
@@ -294,14 +295,12 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         unlistenTimers.delete(name)
       }
     }
-    // Channels once found valid: an active one is attached to as plain code.
-    const validChannels = new Set<string>()
-
     const attach: PgListenerService["attach"] = (channel, handler) =>
       Effect.suspend(() => {
         // The common case, a channel whose LISTEN is active (it stays so for `unlistenAfter` after
-        // its last subscriber): no round trip to wait for, so no Effect either.
-        if (validChannels.has(channel) && listens.get(channel) === true) {
+        // its last subscriber): no round trip to wait for, so no Effect either. (Only valid names
+        // are ever LISTENed, so an active one needs no validation.)
+        if (listens.get(channel) === true) {
           add(channel, handler)
           handler({ _tag: "Listening", reconnected: false })
           return Effect.succeed(() => leave(channel, handler))
@@ -310,7 +309,6 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
         // moment it is added, the caller gets the function that removes it, or the removal is done.
         return Effect.uninterruptible(Effect.gen(function*() {
           const name = yield* SchemaName.validateChannel(channel)
-          validChannels.add(name)
           add(name, handler)
           let listening = listens.get(name)
           if (listening === undefined) {
@@ -343,9 +341,7 @@ export const make = (options: Options): Effect.Effect<PgListenerService, PgError
     // The removal goes straight into the scope, not through `acquireRelease`: its finalizer diffs
     // and patches the fiber's FiberRefs on the way in and out, which cost `Client.result` (two
     // subscriptions per call) more than the rest of the subscription; this one is plain code.
-    const subscribe: PgListenerService["subscribe"] = (channel, handler) =>
-      Effect.flatMap(Effect.scope, (scope) =>
-        Effect.uninterruptible(Effect.flatMap(attach(channel, handler), (detach) => Scope.addFinalizer(scope, Effect.sync(detach)))))
+    const subscribe: PgListenerService["subscribe"] = (channel, handler) => untilScopeCloses(attach(channel, handler))
 
     /** A subscriber left: the last one of a channel UNLISTENs later, unless someone subscribes meanwhile. */
     const leave = (name: string, handler: Handler) => {

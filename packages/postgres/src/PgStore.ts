@@ -9,10 +9,11 @@
  * @since 0.1.0
  */
 import type { Redacted } from "effect"
-import { Effect, Either, Exit, Layer, Schedule, Scope, Stream } from "effect"
+import { Effect, Either, Exit, Layer, Schedule, Stream } from "effect"
 import { Faults, Json, RunEvent, Store } from "@chronicle/core"
 import type { RunStatus } from "@chronicle/core"
 import * as Batcher from "./internal/batcher.js"
+import { untilScopeCloses } from "./internal/scoped.js"
 import { DbClock } from "./internal/dbClock.js"
 import * as Append from "./internal/sql/appendEvents.js"
 import * as Claim from "./internal/sql/claimRuns.js"
@@ -241,12 +242,6 @@ const startExit = (
   return Exit.succeed({ runId: row.id, created: row.created })
 }
 
-const startResult = (params: Store.StartParams) =>
-([row]: ReadonlyArray<{ readonly id: string; readonly created: boolean; readonly same_input: boolean }>): Effect.Effect<
-  { readonly runId: string; readonly created: boolean },
-  Store.StoreError | Store.InputMismatch
-> => startExit(params, row)
-
 /**
  * The statement that starts a run, for callers that run it on their own connection inside their
  * own transaction (`PgClient.startIn`): the run exists if and only if that
@@ -264,7 +259,7 @@ export const startOn = (
     ...startParams(params),
     channels(schema).wake,
     channels(schema).log
-  ]).pipe(Effect.mapError(storeError("start")), Effect.flatMap(startResult(params)))
+  ]).pipe(Effect.mapError(storeError("start")), Effect.flatMap(([row]) => startExit(params, row)))
 
 /**
  * The Store on a pool and a listener.
@@ -560,7 +555,7 @@ export const make = (options: Options = {}): Effect.Effect<
       pool.query<StartRow>(sql.start, startParams(params)).pipe(
         Effect.mapError(storeError("start")),
         Effect.tap(([row]) => row?.created === true ? notifyAfterCommit.post(startNotices(row)) : Effect.void),
-        Effect.flatMap(startResult(params))
+        Effect.flatMap(([row]) => startExit(params, row))
       )
     /** The next batch: an idempotency key at most once per batch. */
     const takeStartBatch = Batcher.takeDistinct<Store.StartParams, StartAnswer, Store.StoreError | Store.InputMismatch>(
@@ -640,7 +635,7 @@ export const make = (options: Options = {}): Effect.Effect<
           })
         ),
         Effect.tap(([row]) => !alone && row?.created === true ? notifyAfterCommit.post([[channel.log, row.id]]) : Effect.void),
-        Effect.flatMap(startResult(params))
+        Effect.flatMap(([row]) => startExit(params, row))
       )
     const takerFor = (params: Store.StartParams) => {
       if (params.startAt !== undefined) return undefined
@@ -648,7 +643,12 @@ export const make = (options: Options = {}): Effect.Effect<
       return undefined
     }
 
-    /** A run's hints until the returned function is called: see `StoreService.watch`. */
+    /**
+     * A run's hints until the returned function is called: see `StoreService.watch`. Both channels:
+     * a run ends by its worker's append (`_ended`) or by a cancel sent while it is parked
+     * (`_events`), and an execution without a worker hears its signals on `_events`. The first
+     * "Listening" comes once both LISTENs are active, from the second.
+     */
     const watch = (runId: string, onHint: (ended?: Store.Ended) => void): Effect.Effect<() => void, Store.StoreError> =>
       Effect.uninterruptible(Effect.flatMap(
         listener.attach(channel.ended, (e) => {
@@ -808,13 +808,8 @@ export const make = (options: Options = {}): Effect.Effect<
           return toRunRow(row)
         }),
 
-      // Both channels: a run ends by its worker's append (`_ended`) or by a cancel sent while it
-      // is parked (`_events`), and an execution without a worker hears its signals on `_events`.
-      // The first "Listening" comes once both LISTENs are active, from the second.
       watch,
-      onChanges: (runId, onHint) =>
-        Effect.flatMap(Effect.scope, (scope) =>
-          Effect.uninterruptible(Effect.flatMap(watch(runId, onHint), (stop) => Scope.addFinalizer(scope, Effect.sync(stop))))),
+      onChanges: (runId, onHint) => untilScopeCloses(watch(runId, onHint)),
 
       // A LISTEN that fails (its connection is being replaced) is tried again: each new
       // subscription starts with "catch up now", so nothing is missed in between. (`onChanges`

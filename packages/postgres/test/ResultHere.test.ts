@@ -37,16 +37,23 @@ const Place = Workflow.make(
     })
 )
 
+/** Runs a worker for `Place` in the test's scope and starts a run held at gate `name` until it opens. */
+const startGated = (name: string, kind: typeof Input.Type["kind"]) =>
+  Effect.gen(function*() {
+    const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
+    yield* Effect.forkScoped(w.run())
+    const gate = yield* Deferred.make<void>()
+    gates.set(name, gate)
+    const { runId } = yield* Client.start(Place, { kind, gate: name })
+    return { runId, gate }
+  })
+
 describe("Client.result beside the worker", () => {
   for (const kind of ["order", "out-of-stock", "nothing"] as const) {
     it.scopedLive(`takes a run's end (${kind}) from its worker's append, without reading the run again, and returns what a read gives`, () =>
       withEngine((url) =>
         Effect.gen(function*() {
-          const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
-          yield* Effect.forkScoped(w.run())
-          const gate = yield* Deferred.make<void>()
-          gates.set(kind, gate)
-          const { runId } = yield* Client.start(Place, { kind, gate: kind })
+          const { gate, runId } = yield* startGated(kind, kind)
 
           // This process's store, with its reads of the run counted.
           let reads = 0
@@ -90,11 +97,7 @@ describe("Client.result beside the worker", () => {
     withEngine(() =>
       Effect.gen(function*() {
         const store = yield* Store.Store
-        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
-        yield* Effect.forkScoped(w.run())
-        const gate = yield* Deferred.make<void>()
-        gates.set("leave", gate)
-        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "leave" })
+        const { gate, runId } = yield* startGated("leave", "nothing")
 
         // A waits and leaves (its scope closes) while the run is in its step.
         let heardAfterLeaving = 0
@@ -123,11 +126,7 @@ describe("Client.result beside the worker", () => {
       Effect.gen(function*() {
         const store = yield* Store.Store
         assert.isDefined(store.watch)
-        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
-        yield* Effect.forkScoped(w.run())
-        const gate = yield* Deferred.make<void>()
-        gates.set("watch", gate)
-        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "watch" })
+        const { gate, runId } = yield* startGated("watch", "nothing")
 
         // A watches and stops while the run is in its step.
         let heardAfterStopping = 0
@@ -154,8 +153,6 @@ describe("Client.result beside the worker", () => {
   it.scopedLive("Client.result ends its subscription however it ends: with the run's end, or interrupted", () =>
     withEngine(() =>
       Effect.gen(function*() {
-        const w = yield* Worker.make({ workflows: [Place], pollInterval: "100 millis" })
-        yield* Effect.forkScoped(w.run())
         // This process's store, with its open subscriptions counted.
         let open = 0
         const counted = Effect.map(Store.Store, (store): Store.StoreService => ({
@@ -169,9 +166,7 @@ describe("Client.result beside the worker", () => {
               }
             })
         }))
-        const gate = yield* Deferred.make<void>()
-        gates.set("ends", gate)
-        const { runId } = yield* Client.start(Place, { kind: "nothing", gate: "ends" })
+        const { gate, runId } = yield* startGated("ends", "nothing")
         const waiting = yield* Client.result(Place, runId).pipe(Effect.provideServiceEffect(Store.Store, counted), Effect.fork)
         while (open === 0) yield* Effect.sleep("10 millis")
         yield* Fiber.interrupt(waiting)
